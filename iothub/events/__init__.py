@@ -1,0 +1,1 @@
+"""Events raised by rules, with their actions' results and their lifecycle."""

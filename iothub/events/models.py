@@ -1,0 +1,43 @@
+"""The spec's `events` table: what a rule raised, and what its actions did."""
+
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.utils import timezone
+
+from iothub.db import Now
+from iothub.rules.models import Rule, Severity
+
+
+class EventStatus(models.TextChoices):
+    NEW = "new", "New"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    RESOLVED = "resolved", "Resolved"
+
+
+class Event(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, db_index=False, related_name="events")
+    # No foreign key, as the spec says: retention drops hypertable rows an event may point at.
+    telemetry_id = models.BigIntegerField(null=True, blank=True)
+    timestamp = models.DateTimeField(default=timezone.now, db_default=Now())
+    severity = models.CharField(max_length=20, choices=Severity.choices)
+    message = models.TextField()
+    execution_results = models.JSONField(default=list)
+    metadata = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=EventStatus.choices, default=EventStatus.NEW, db_default="new"
+    )
+
+    class Meta:
+        db_table = "events"
+        ordering = ["-timestamp", "-id"]
+        indexes = [
+            models.Index(fields=["rule"], name="idx_event_rule"),
+            models.Index(fields=["telemetry_id"], name="idx_event_telemetry"),
+            models.Index(fields=["status", "timestamp"], name="idx_event_status_time"),
+            models.Index(fields=["timestamp", "severity", "status"], name="idx_event_time_severity_status"),
+            GinIndex(fields=["execution_results"], name="idx_event_execution_results_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.id} ({self.severity}, {self.status})"

@@ -1,0 +1,1 @@
+"""Notification templates and the delivery queue (`notification_deliveries`)."""

@@ -1,0 +1,1 @@
+"""Threshold rules per device and the pure comparison that evaluates them."""
