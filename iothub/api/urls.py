@@ -1,3 +1,16 @@
-"""Routes of the REST API under /api/v1/, the OpenAPI schema and Swagger UI."""
+"""Routes of the REST API under /api/v1/, the OpenAPI schema and Swagger UI.
 
-urlpatterns: list = []
+Each resource module registers its viewsets on the one router here.
+"""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+router = DefaultRouter()
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
