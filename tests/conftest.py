@@ -89,9 +89,7 @@ def vibration_type(db):
 @pytest.fixture
 def device_with_token(vibration_type):
     """The spec's example device `VIB-SN-001` in Workshop A, with its plaintext token."""
-    return device_create(
-        device_type=vibration_type, name="Press 3", serial_number="VIB-SN-001", location="Workshop A"
-    )
+    return device_create(device_type=vibration_type, name="Press 3", serial_number="VIB-SN-001", location="Workshop A")
 
 
 @pytest.fixture

@@ -53,9 +53,7 @@ class DeviceType(models.Model):
 
 class Device(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
-    device_type = models.ForeignKey(
-        DeviceType, on_delete=models.PROTECT, db_index=False, related_name="devices"
-    )
+    device_type = models.ForeignKey(DeviceType, on_delete=models.PROTECT, db_index=False, related_name="devices")
     name = models.CharField(max_length=255)
     serial_number = models.CharField(max_length=100)
     location = models.TextField(null=True, blank=True)
@@ -68,6 +66,10 @@ class Device(models.Model):
     # Extension: SHA-256 of the device's bearer token. Tokens are 256-bit random strings, so a
     # fast hash is as safe as a slow one and keeps ingest authentication to one index lookup.
     token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    # Extension: the last value of every metric the device reported, with its time and telemetry
+    # id, kept by ingest, so "latest values" never scans the hypertable:
+    # {"vibration": {"value": 5.2, "timestamp": "2025-01-21T10:00:00+00:00", "telemetry_id": 7}}
+    latest_metrics = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "devices"

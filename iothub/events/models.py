@@ -24,9 +24,7 @@ class Event(models.Model):
     message = models.TextField()
     execution_results = models.JSONField(default=list)
     metadata = models.JSONField(null=True, blank=True)
-    status = models.CharField(
-        max_length=20, choices=EventStatus.choices, default=EventStatus.NEW, db_default="new"
-    )
+    status = models.CharField(max_length=20, choices=EventStatus.choices, default=EventStatus.NEW, db_default="new")
 
     class Meta:
         db_table = "events"

@@ -81,9 +81,7 @@ class NotificationDelivery(models.Model):
         indexes = [
             models.Index(fields=["event"], name="idx_notification_delivery_event"),
             models.Index(fields=["status", "priority", "created_at"], name="idx_notification_delivery_queue"),
-            models.Index(
-                fields=["status", "attempt_count", "last_attempt_at"], name="idx_notification_delivery_retry"
-            ),
+            models.Index(fields=["status", "attempt_count", "last_attempt_at"], name="idx_notification_delivery_retry"),
         ]
 
     def __str__(self) -> str:

@@ -43,9 +43,7 @@ class Rule(models.Model):
     # Extensions: which metric the rule reads (NULL: the device type's primary metric) and the
     # severity copied to the events it raises.
     metric = models.CharField(max_length=50, null=True, blank=True)
-    severity = models.CharField(
-        max_length=20, choices=Severity.choices, default=Severity.WARNING, db_default="warning"
-    )
+    severity = models.CharField(max_length=20, choices=Severity.choices, default=Severity.WARNING, db_default="warning")
 
     class Meta:
         db_table = "rules"

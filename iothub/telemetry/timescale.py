@@ -74,9 +74,7 @@ def timescale_state() -> TimescaleState:
         row = cursor.fetchone()
         hypertable = row is not None
         chunk_interval = row[0] if row else None
-        cursor.execute(
-            "SELECT proc_name, config FROM timescaledb_information.jobs WHERE hypertable_name = %s", [TABLE]
-        )
+        cursor.execute("SELECT proc_name, config FROM timescaledb_information.jobs WHERE hypertable_name = %s", [TABLE])
         jobs = {name: config for name, config in cursor.fetchall()}
         retention = None
         if "policy_retention" in jobs:
@@ -103,9 +101,7 @@ def timescale_enabled() -> bool:
         )
         if not cursor.fetchone()[0]:
             return False
-        cursor.execute(
-            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [TABLE]
-        )
+        cursor.execute("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s", [TABLE])
         return cursor.fetchone() is not None
 
 
@@ -179,9 +175,7 @@ def _ensure_gin_index(state: TimescaleState) -> str:
     if state.gin_index:
         return f"index {GIN_INDEX} (GIN on payload): present"
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE INDEX IF NOT EXISTS idx_telemetry_payload_gin ON telemetry USING gin (payload)"
-        )
+        cursor.execute("CREATE INDEX IF NOT EXISTS idx_telemetry_payload_gin ON telemetry USING gin (payload)")
     return f"index {GIN_INDEX} (GIN on payload): created"
 
 
