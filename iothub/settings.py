@@ -234,6 +234,7 @@ IOTHUB_SMS_API_URL = env_str("IOTHUB_SMS_API_URL", "https://api.twilio.com").rst
 IOTHUB_SMS_ACCOUNT_SID = env_str("IOTHUB_SMS_ACCOUNT_SID", "")
 IOTHUB_SMS_AUTH_TOKEN = env_str("IOTHUB_SMS_AUTH_TOKEN", "")
 IOTHUB_SMS_FROM = env_str("IOTHUB_SMS_FROM", "")
+IOTHUB_SMS_TIMEOUT_SECONDS = env_int("IOTHUB_SMS_TIMEOUT_SECONDS", 15, minimum=1)
 
 # Webhooks are signed the Standard Webhooks way with this secret (`whsec_` + base64).
 # https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md

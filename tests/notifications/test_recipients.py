@@ -101,7 +101,7 @@ def test_merge_keeps_the_first_of_each_recipient_and_its_order():
         ("192.168.1.1", False),
         ("169.254.169.254", False),
         ("100.64.0.1", False),
-        ("0.0.0.0", False),
+        ("0.0.0.0", False),  # noqa: S104 - an address under test, not a bind
         ("224.0.0.1", False),
         ("::1", False),
         ("fe80::1", False),
