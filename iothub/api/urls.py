@@ -7,7 +7,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from iothub.api import notifications
+
 router = DefaultRouter()
+router.register("notification-templates", notifications.NotificationTemplateViewSet, basename="notification-template")
+router.register("notification-deliveries", notifications.NotificationDeliveryViewSet, basename="notification-delivery")
 
 urlpatterns = [
     path("api/v1/", include(router.urls)),
