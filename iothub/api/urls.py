@@ -7,9 +7,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from iothub.api.ingest import TelemetryIngestView
+
 router = DefaultRouter()
 
 urlpatterns = [
+    path("api/v1/telemetry/", TelemetryIngestView.as_view(), name="telemetry-ingest"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
