@@ -5,6 +5,7 @@ Users authenticate with `Token <key>` or a session; devices never get a user acc
 
 from dataclasses import dataclass
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from iothub.devices.models import Device
@@ -43,3 +44,17 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return f'{self.keyword} realm="devices"'
+
+
+class DeviceTokenScheme(OpenApiAuthenticationExtension):
+    """Describes the device token in the OpenAPI schema as HTTP bearer authentication."""
+
+    target_class = DeviceTokenAuthentication
+    name = "deviceToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The device's own token, issued when the device is created or its token rotated.",
+        }
