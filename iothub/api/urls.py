@@ -7,7 +7,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from iothub.api.devices import DeviceTypeViewSet, DeviceViewSet
+
 router = DefaultRouter()
+router.register("device-types", DeviceTypeViewSet, basename="device-type")
+router.register("devices", DeviceViewSet, basename="device")
 
 urlpatterns = [
     path("api/v1/", include(router.urls)),
