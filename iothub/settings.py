@@ -194,6 +194,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the resource (`devices`), not from the version segment.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Several tables have a `status`; name each enum after its entity so they never collide.
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatusEnum": "iothub.devices.models.DeviceStatus",
+        "MetricNameEnum": "iothub.devices.models.MetricName",
+    },
+    # Devices authenticate to ingest with their own token; the ingest's authentication extension
+    # refers to this scheme by name (see iothub/api/schema.py).
 }
 
 # ------------------------------------------------------------------------------------------------

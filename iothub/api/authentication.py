@@ -56,5 +56,6 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "The device's own token, issued when the device is created or its token rotated.",
+            "description": "A device's own credential: `Authorization: Bearer <token>`. Issued when the device "
+            "is created and by `POST /api/v1/devices/{id}/rotate-token/`, shown once.",
         }
