@@ -15,11 +15,13 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 
@@ -233,3 +235,15 @@ def _assign(instance, data: Mapping[str, Any], *, allowed: Iterable[str]) -> lis
     for field, value in data.items():
         setattr(instance, field, value)
     return list(data)
+
+
+def devices_mark_inactive(*, silent_for: timedelta, now: datetime | None = None) -> int:
+    """Mark `inactive` every device not already so whose last reading is older than `silent_for`,
+    or that has never reported since it was registered that long ago; returns how many changed.
+    The next reading makes it active again (ingest)."""
+    cutoff = (now or timezone.now()) - silent_for
+    return (
+        Device.objects.filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True, created_at__lt=cutoff))
+        .exclude(status=DeviceStatus.INACTIVE)
+        .update(status=DeviceStatus.INACTIVE, updated_at=timezone.now())
+    )
