@@ -159,7 +159,7 @@ def test_delete_refused_while_deliveries_keep_the_template(operator_client, temp
     event.rule.save()
     response = operator_client.delete(f"{URL}{template.id}/")
     assert response.status_code == 409
-    assert "notification deliveries" in response.json()["detail"]
+    assert "1 notification delivery" in response.json()["detail"]
 
 
 def test_preview_with_the_sample_event(viewer_client, template_factory):
