@@ -225,11 +225,9 @@ def notification_action_progress(*, event_id: int, template_id: int) -> ActionPr
 
 
 def _notification_action_indexes(*, event_id: int, template_id: int) -> list[int]:
-    """Indexes of the event's notification actions for this template. Locks the event row, so
-    workers finishing the last deliveries of one event take turns: the second one to get here
-    sees the first one's committed delivery and completes the entry."""
+    """Indexes of the event's notification actions for this template."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT execution_results FROM events WHERE id = %s FOR NO KEY UPDATE", [event_id])
+        cursor.execute("SELECT execution_results FROM events WHERE id = %s", [event_id])
         row = cursor.fetchone()
     # Django's psycopg setup hands jsonb over as text, for JSONField to decode.
     results = json.loads(row[0]) if row and isinstance(row[0], str) else (row[0] if row else None)
@@ -242,13 +240,7 @@ def _notification_action_indexes(*, event_id: int, template_id: int) -> list[int
     ]
 
 
-def notification_action_record(*, event_id: int, template_id: int) -> ActionProgress:
-    """Record in the event's `execution_results` how its notification action stands: the spec's
-    `{"status": "completed", "sent_count", "failed_count", "completed_at"}` once every delivery is
-    final, `pending` with the counts so far otherwise. Call inside the transaction that changed a
-    delivery's status."""
-    indexes = _notification_action_indexes(event_id=event_id, template_id=template_id)
-    progress = notification_action_progress(event_id=event_id, template_id=template_id)
+def _action_entry_write(*, event_id: int, template_id: int, progress: ActionProgress) -> None:
     if progress.pending:
         changes = {"status": "pending", "sent_count": progress.sent, "failed_count": progress.failed}
     else:
@@ -258,8 +250,27 @@ def notification_action_record(*, event_id: int, template_id: int) -> ActionProg
             "failed_count": progress.failed,
             "completed_at": timezone.now(),
         }
-    for index in indexes:
+    for index in _notification_action_indexes(event_id=event_id, template_id=template_id):
         event_action_result_update(event_id=event_id, index=index, changes=changes)
+
+
+def notification_action_complete(*, event_id: int, template_id: int) -> bool:
+    """If no delivery of the event's notification action is pending any more, make its
+    `execution_results` entry the spec's `{"status": "completed", "sent_count", "failed_count",
+    "completed_at"}`; True if it did. Two senders finishing the last deliveries together may both
+    write it, with the same counts."""
+    progress = notification_action_progress(event_id=event_id, template_id=template_id)
+    if progress.pending:
+        return False
+    _action_entry_write(event_id=event_id, template_id=template_id, progress=progress)
+    return True
+
+
+def notification_action_record(*, event_id: int, template_id: int) -> ActionProgress:
+    """Write how the event's notification action stands: completed as above, or `pending` with
+    the counts so far (after a manual retry reopens it)."""
+    progress = notification_action_progress(event_id=event_id, template_id=template_id)
+    _action_entry_write(event_id=event_id, template_id=template_id, progress=progress)
     return progress
 
 
