@@ -7,8 +7,8 @@
 3. The full pipeline's latency, from the telemetry POST to the webhook's arrival, through the HTTP
    ingest endpoint (gunicorn), the rules and a worker: measured when ingest raises events.
 
-Workers are `manage.py run_worker` when that command exists, else a stand-in with the same loop
-(LISTEN, `deliveries_send_due`, sleep until the next due time). Runs against DATABASE_URL (migrated),
+Workers are `manage.py run_worker` when that command exists, else a stand-in running the same
+delivery job (tests/notifications/delivery_worker.py). Runs against DATABASE_URL (migrated),
 creating and deleting its own device, rule, templates and events; refuses to start while other
 deliveries are pending there. Ports: receiver 8350, gunicorn 8351.
 
@@ -128,32 +128,6 @@ class Receiver:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_stand_in_worker() -> None:
-    """The worker's delivery job, until `run_worker` exists: wake on NOTIFY, drain, sleep until due."""
-    import django
-
-    django.setup()
-    import psycopg
-    from django.conf import settings
-    from django.db import connection
-    from django.utils import timezone
-
-    from iothub.notifications.delivery import DELIVERY_CHANNEL, deliveries_next_due_at, deliveries_send_due
-
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    listener = psycopg.connect(settings.DATABASE_URL, autocommit=True)
-    listener.execute(f"LISTEN {DELIVERY_CHANNEL}")
-    print("ready", flush=True)
-    while not stopping.is_set():
-        deliveries_send_due(should_stop=stopping.is_set)
-        due = deliveries_next_due_at()
-        connection.close()
-        timeout = 1.0 if due is None else min(max((due - timezone.now()).total_seconds(), 0.0), 1.0)
-        for _ in listener.notifies(timeout=timeout, stop_after=1):
-            pass
-
-
 def worker_command() -> list[str]:
     import django
     from django.core.management import get_commands
@@ -161,13 +135,13 @@ def worker_command() -> list[str]:
     django.setup()
     if "run_worker" in get_commands():
         return [sys.executable, str(ROOT / "manage.py"), "run_worker"]
-    return [sys.executable, __file__, "--stand-in-worker"]
+    return [sys.executable, str(ROOT / "tests" / "notifications" / "delivery_worker.py")]
 
 
 def start_workers(count: int, command: list[str]) -> list[subprocess.Popen]:
     env = {**os.environ, **BENCH_ENV}
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
-    if command[-1] == "--stand-in-worker":
+    if command[-1].endswith("delivery_worker.py"):
         for worker in workers:
             assert worker.stdout.readline().strip() == "ready"
     else:
@@ -390,20 +364,18 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--stand-in-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
         return serve_receiver(args.receiver)
     os.environ.update(BENCH_ENV)
-    if args.stand_in_worker:
-        return run_stand_in_worker()
 
     command = worker_command()
     from iothub.notifications.models import NotificationDelivery
 
     if NotificationDelivery.objects.filter(status="pending").exists():
         sys.exit("deliveries are pending in this database; the bench needs an empty queue")
-    print(f"workers: {' '.join(Path(part).name for part in command[1:])}")
+    concurrency = os.environ.get("IOTHUB_NOTIFICATION_CONCURRENCY", "4")
+    print(f"workers: {' '.join(Path(part).name for part in command[1:])}, concurrency {concurrency} each")
     receiver = Receiver(8350)
     scene = Scene(receiver)
     try:

@@ -22,14 +22,18 @@ the repeat by its `webhook-id` (and an email by its Message-ID), which never cha
 Shutdown: `should_stop` is checked before every claim, never during a send, so a stop request
 lets every in-flight send finish and be recorded.
 
-The worker runs this as a job: wake on NOTIFY `DELIVERY_CHANNEL`, call `deliveries_send_due`,
-then sleep until `deliveries_next_due_at` at the latest.
+The worker runs this as `DeliveryJob` (at the end of this file): woken by NOTIFY on
+`DELIVERY_CHANNEL`, it keeps IOTHUB_NOTIFICATION_CONCURRENCY sends in flight, and otherwise sleeps
+until `deliveries_next_due_at`. `deliveries_send_due` drains the queue in the caller's process
+(tests, benchmarks, a shell).
 """
 
 import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from datetime import datetime
 
 import psycopg
@@ -51,7 +55,7 @@ from iothub.rules.models import Rule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DELIVERY_CHANNEL", "deliveries_next_due_at", "deliveries_send_due", "delivery_send_next"]
+__all__ = ["DELIVERY_CHANNEL", "DeliveryJob", "deliveries_next_due_at", "deliveries_send_due", "delivery_send_next"]
 
 # NULLs in the spec's nullable columns read as its defaults throughout.
 
@@ -295,7 +299,7 @@ def delivery_send_next() -> bool:
         # commits last sees every row final.
         notification_action_complete(event_id=delivery.event_id, template_id=delivery.template_id)
     if error is None:
-        logger.info("delivery %s sent to %s %s", delivery.id, delivery.recipient_type, delivery.recipient_address)
+        logger.debug("delivery %s sent to %s %s", delivery.id, delivery.recipient_type, delivery.recipient_address)
     else:
         attempt = (delivery.attempt_count or 0) + 1
         logger.warning("delivery %s %s after attempt %s: %s", delivery.id, status, attempt, error)
@@ -354,3 +358,65 @@ def deliveries_next_due_at() -> datetime | None:
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_DUE_SQL, _params())
         return cursor.fetchone()[0]
+
+
+def _send_next_in_thread() -> bool:
+    """One `delivery_send_next` on a sender thread, whose database connection stays open for the
+    next one; a failure closes it, so a broken connection is replaced on the next use."""
+    try:
+        return delivery_send_next()
+    except Exception:
+        logger.exception("delivery sender: claim or record failed; the delivery stays queued")
+        connection.close()
+        return False
+
+
+class DeliveryJob:
+    """The delivery loop as a worker job (`iothub.worker`): the worker LISTENs on `channel`, calls
+    `run_once()` while it returns more than 0, and otherwise sleeps until `next_due()` or a NOTIFY.
+
+    Keeps up to IOTHUB_NOTIFICATION_CONCURRENCY sends in flight on a pool of sender threads, each
+    send one `delivery_send_next` (claim, send, record, commit) on the thread's own connection.
+    `run_once` tops the pool up and returns as soon as a send completes (or after `wait` seconds),
+    so the worker's other jobs keep their turns and a stop request is seen between calls. After a
+    stop the worker calls no more: the sends in flight finish and are recorded (the pool's threads
+    are joined at interpreter exit), and nothing new is claimed.
+    """
+
+    name = "notification_deliveries"
+    channel = DELIVERY_CHANNEL
+
+    def __init__(self, *, concurrency: int | None = None, wait: float = 0.2):
+        self.concurrency = concurrency or settings.IOTHUB_NOTIFICATION_CONCURRENCY
+        self.wait = wait
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
+        self._in_flight: set[Future] = set()
+        # After a send found nothing due, probe with one thread rather than all of them.
+        self._queue_seems_empty = False
+
+    def run_once(self) -> int:
+        slots = 1 if self._queue_seems_empty else self.concurrency
+        while len(self._in_flight) < slots:
+            self._in_flight.add(self._pool.submit(_send_next_in_thread))
+        done, self._in_flight = wait_futures(self._in_flight, timeout=self.wait, return_when=FIRST_COMPLETED)
+        handled = sum(1 for future in done if future.result())
+        self._queue_seems_empty = bool(done) and handled == 0
+        return handled
+
+    def next_due(self) -> datetime | None:
+        return deliveries_next_due_at()
+
+    def close(self) -> None:
+        """Wait for the sends in flight, then close the sender threads' database connections; for
+        callers that go on living after the job (tests, a shell)."""
+        barrier = threading.Barrier(self.concurrency)
+
+        def release() -> None:
+            # Every pool thread blocks here with one of these, so each closes its own connection.
+            barrier.wait(timeout=60)
+            connection.close()
+
+        for _ in range(self.concurrency):
+            self._pool.submit(release)
+        self._pool.shutdown(wait=True)
+        self._in_flight.clear()

@@ -106,6 +106,9 @@ class WebhookReceiver:
     script: deque = field(default_factory=deque)
     default: int = 200
     delay: float = 0.0
+    # Requests that have arrived; `received` holds those answered.
+    arrived: int = 0
+    most_in_flight: int = 0
     server: "_Server | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -118,6 +121,10 @@ class WebhookReceiver:
 
         class Handler(_Handler):
             def do_POST(self):
+                with receiver.lock:
+                    receiver.arrived += 1
+                    in_flight = receiver.arrived - len(receiver.received)
+                    receiver.most_in_flight = max(receiver.most_in_flight, in_flight)
                 body = self._body()
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 try:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from iothub.events.models import Event
-from iothub.notifications.delivery import deliveries_next_due_at, deliveries_send_due
+from iothub.notifications.delivery import DeliveryJob, deliveries_next_due_at, deliveries_send_due
 from iothub.notifications.models import NotificationDelivery
 from tests.notifications.conftest import deliver_until_settled
 
@@ -164,3 +164,26 @@ def test_stop_request_lets_in_flight_sends_finish_and_claims_no_more(webhook_rec
     assert len(webhook_receiver.received) == 2
     assert NotificationDelivery.objects.filter(status="sent").count() == 2
     assert NotificationDelivery.objects.filter(status="pending", attempt_count=0).count() == 4
+
+
+def test_the_worker_job_keeps_its_concurrency_in_flight_and_reports_what_it_sent(
+    webhook_receiver, template_factory, event_factory
+):
+    webhook_receiver.delay = 0.2
+    template = template_factory(
+        recipients=[{"type": "webhook", "url": webhook_receiver.url(f"/{n}")} for n in range(9)]
+    )
+    event_factory(template)
+    job = DeliveryJob(concurrency=3)
+    assert job.channel == "notification_deliveries"
+    handled, deadline = 0, time.monotonic() + 10
+    try:
+        while handled < 9 and time.monotonic() < deadline:
+            handled += job.run_once()
+        assert job.run_once() == 0
+        assert job.next_due() is None
+    finally:
+        job.close()
+    assert handled == 9
+    assert webhook_receiver.most_in_flight == 3
+    assert NotificationDelivery.objects.filter(status="sent").count() == 9
