@@ -81,6 +81,9 @@ INSTALLED_APPS = [
     "iothub.rules",
     "iothub.events",
     "iothub.notifications",
+    "iothub.machines",
+    # Flows.
+    "iothub.worker",
     # Faces.
     "iothub.api",
 ]
@@ -202,6 +205,23 @@ SPECTACULAR_SETTINGS = {
 IOTHUB_INACTIVE_AFTER_SECONDS = env_int("IOTHUB_INACTIVE_AFTER_SECONDS", 600, minimum=1)
 # Telemetry older than this is dropped (by TimescaleDB's policy job, or by the worker).
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
+
+# ------------------------------------------------------------------------------------------------
+# The worker (`manage.py run_worker`) and the plant's machine API (the `stop_machine` action).
+# See docs/worker.md.
+# ------------------------------------------------------------------------------------------------
+# Base URL of the machine-control API; the hub POSTs {base}/machines/{machine_id}/stop. Empty: not
+# configured, and stop_machine actions fail after their retries, saying so.
+IOTHUB_MACHINE_API_URL = env_str("IOTHUB_MACHINE_API_URL", "")
+# Sent as `Authorization: Bearer <token>` when set.
+IOTHUB_MACHINE_API_TOKEN = env_str("IOTHUB_MACHINE_API_TOKEN", "")
+IOTHUB_MACHINE_API_TIMEOUT_SECONDS = env_int("IOTHUB_MACHINE_API_TIMEOUT_SECONDS", 10, minimum=1)
+# Attempts per action, the first included; the delay before a retry doubles after each one.
+IOTHUB_MACHINE_API_MAX_ATTEMPTS = env_int("IOTHUB_MACHINE_API_MAX_ATTEMPTS", 4, minimum=1)
+IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS = env_int("IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS", 5, minimum=0)
+# How often the worker runs its periodic tasks.
+IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
+IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # Logging: one line per record on stderr, for the process manager to collect.
