@@ -4,6 +4,7 @@ Grouped by topic; each odd setting links to the Django documentation that explai
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -196,6 +197,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the resource (`devices`), not from the version segment.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Several tables have a `status`; name each enum after its entity so they never collide.
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatusEnum": "iothub.devices.models.DeviceStatus",
+        "MetricNameEnum": "iothub.devices.models.MetricName",
+    },
+    # Devices authenticate to ingest with their own token; the ingest's authentication extension
+    # refers to this scheme by name (see iothub/api/schema.py).
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -203,8 +213,14 @@ SPECTACULAR_SETTINGS = {
 # ------------------------------------------------------------------------------------------------
 # A device with no telemetry for this long is marked inactive.
 IOTHUB_INACTIVE_AFTER_SECONDS = env_int("IOTHUB_INACTIVE_AFTER_SECONDS", 600, minimum=1)
+# Ingest limits: messages per batch, bytes per request, how far a device's clock may run ahead.
+IOTHUB_INGEST_MAX_BATCH = env_int("IOTHUB_INGEST_MAX_BATCH", 1000, minimum=1)
+IOTHUB_INGEST_MAX_BODY_BYTES = env_int("IOTHUB_INGEST_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0))
 # Telemetry older than this is dropped (by TimescaleDB's policy job, or by the worker).
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
+# A reading older than the retention period would be dropped at once: refuse it instead.
+IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
 
 # ------------------------------------------------------------------------------------------------
 # The worker (`manage.py run_worker`) and the plant's machine API (the `stop_machine` action).

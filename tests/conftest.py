@@ -26,7 +26,8 @@ def _user_with_role(username: str, group: str | None, *, superuser: bool = False
         return User.objects.create_superuser(username, f"{username}@example.com", "pw-" + username)
     user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username)
     if group:
-        user.groups.add(Group.objects.get(name=group))
+        # get_or_create: a `transaction=True` test flushes the groups the migration created.
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
     return user
 
 

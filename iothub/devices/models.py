@@ -3,6 +3,7 @@
 import uuid
 
 from django.contrib.postgres.functions import RandomUUID
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from iothub.db import Now
@@ -49,6 +50,12 @@ class DeviceType(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Here rather than in a service so that the admin's forms enforce it too.
+        if self.metric_min is not None and self.metric_max is not None and self.metric_min > self.metric_max:
+            message = f"metric_min ({self.metric_min}) must not be greater than metric_max ({self.metric_max})."
+            raise ValidationError({"metric_min": message, "metric_max": message}, code="invalid_range")
 
 
 class Device(models.Model):

@@ -1,7 +1,18 @@
 """Reads of the device registry."""
 
-from iothub.devices.models import Device
+from django.db.models import QuerySet
+
+from iothub.devices.models import Device, DeviceType
 from iothub.devices.services import device_token_hash
+
+
+def device_type_list() -> QuerySet[DeviceType]:
+    return DeviceType.objects.order_by("name")
+
+
+def device_list() -> QuerySet[Device]:
+    """Devices with their type, by name; `id` breaks ties so that pages never overlap."""
+    return Device.objects.select_related("device_type").order_by("name", "id")
 
 
 def device_get_by_token(*, token: str) -> Device | None:

@@ -1,5 +1,10 @@
 """Writes to the device registry, and the device credential.
 
+Every write validates the whole row (`full_clean`) before it touches the database, so a refused
+change writes nothing and its `ValidationError` names the field. Updates take a `data` mapping of
+the fields to change (a partial update passes only those) and write only them, so that they never
+overwrite `last_seen` or `status` which ingest moves concurrently.
+
 A device's token is 32 random bytes (URL-safe base64), shown once when created or rotated; the
 database keeps only its SHA-256. Tokens carry a short prefix so that a leaked one is recognisable
 in logs and by secret scanners.
@@ -8,15 +13,30 @@ in logs and by secret scanners.
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 
 TOKEN_PREFIX = "iot_"  # noqa: S105 - a marker, not a secret
+
+DEVICE_TYPE_UPDATABLE_FIELDS = (
+    "name",
+    "description",
+    "metric_name",
+    "metric_unit",
+    "metric_min",
+    "metric_max",
+)
+# `last_seen` is not here: only ingest moves it.
+DEVICE_UPDATABLE_FIELDS = ("device_type", "name", "serial_number", "location", "status")
 
 
 def device_token_generate() -> str:
@@ -39,8 +59,8 @@ def device_type_create(
     metric_name: str,
     metric_unit: str,
     description: str | None = None,
-    metric_min=None,
-    metric_max=None,
+    metric_min: Decimal | None = None,
+    metric_max: Decimal | None = None,
 ) -> DeviceType:
     device_type = DeviceType(
         name=name,
@@ -53,6 +73,25 @@ def device_type_create(
     device_type.full_clean()
     device_type.save()
     return device_type
+
+
+@transaction.atomic
+def device_type_update(*, device_type: DeviceType, data: Mapping[str, Any]) -> DeviceType:
+    """Change the given fields of a device type; the result must still satisfy min <= max."""
+    # Re-read under a row lock: two concurrent partial updates (one moving metric_min, the other
+    # metric_max) would otherwise each pass validation and together store an inverted range.
+    locked = DeviceType.objects.select_for_update().get(pk=device_type.pk)
+    changed = _assign(locked, data, allowed=DEVICE_TYPE_UPDATABLE_FIELDS)
+    locked.full_clean()
+    if changed:
+        locked.save(update_fields=changed)
+    return locked
+
+
+@transaction.atomic
+def device_type_delete(*, device_type: DeviceType) -> None:
+    """Delete a device type. Refused with `ProtectedError` while devices of this type exist."""
+    device_type.delete()
 
 
 @transaction.atomic
@@ -77,6 +116,23 @@ def device_create(
     device.full_clean(exclude=["token_hash"])
     device.save()
     return DeviceWithToken(device=device, token=token)
+
+
+@transaction.atomic
+def device_update(*, device: Device, data: Mapping[str, Any]) -> Device:
+    """Change the given fields of a device (not its credential, not `last_seen`)."""
+    changed = _assign(device, data, allowed=DEVICE_UPDATABLE_FIELDS)
+    device.full_clean(exclude=["token_hash"])
+    if changed:
+        device.save(update_fields=[*changed, "updated_at"])
+    return device
+
+
+@transaction.atomic
+def device_delete(*, device: Device) -> None:
+    """Delete a device with everything recorded about it: its telemetry, its rules, their events
+    and those events' notification deliveries."""
+    device.delete()
 
 
 @transaction.atomic
@@ -168,3 +224,26 @@ def device_record_readings(*, device: Device, latest: dict[str, MetricValue]) ->
     with connection.cursor() as cursor:
         cursor.execute(_RECORD_READINGS_SQL, params)
         device.status, device.last_seen = cursor.fetchone()
+
+
+def _assign(instance, data: Mapping[str, Any], *, allowed: Iterable[str]) -> list[str]:
+    """Set the given fields on the instance; returns their names. A field outside `allowed` is a
+    programming error, not bad input, so it raises TypeError as an unknown keyword would."""
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise TypeError(f"{type(instance).__name__} fields not updatable here: {', '.join(sorted(unknown))}")
+    for field, value in data.items():
+        setattr(instance, field, value)
+    return list(data)
+
+
+def devices_mark_inactive(*, silent_for: timedelta, now: datetime | None = None) -> int:
+    """Mark `inactive` every device not already so whose last reading is older than `silent_for`,
+    or that has never reported since it was registered that long ago; returns how many changed.
+    The next reading makes it active again (ingest)."""
+    cutoff = (now or timezone.now()) - silent_for
+    return (
+        Device.objects.filter(Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True, created_at__lt=cutoff))
+        .exclude(status=DeviceStatus.INACTIVE)
+        .update(status=DeviceStatus.INACTIVE, updated_at=timezone.now())
+    )
