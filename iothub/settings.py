@@ -203,6 +203,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeviceStatusEnum": "iothub.devices.models.DeviceStatus",
         "MetricNameEnum": "iothub.devices.models.MetricName",
+        "RuleOperatorEnum": "iothub.rules.models.Operator",
+        "SeverityEnum": "iothub.rules.models.Severity",
+        "EventStatusEnum": "iothub.events.models.EventStatus",
     },
     # Devices authenticate to ingest with their own token; the ingest's authentication extension
     # refers to this scheme by name (see iothub/api/schema.py).

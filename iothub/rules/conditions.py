@@ -20,6 +20,9 @@ OPERATORS: dict[str, Callable[[Decimal, Decimal], bool]] = {
     "neq": _operator.ne,
 }
 OPERATOR_SYMBOLS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "!="}
+# The same comparisons in SQL, for scans that filter in the database first (the backtest); a fixed
+# table, never built from input.
+SQL_OPERATORS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "<>"}
 
 
 def metric_decimal(raw: object) -> Decimal | None:
