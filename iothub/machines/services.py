@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from iothub.db import Now
 from iothub.events.models import Event
 from iothub.events.services import RESULT_COMPLETED, RESULT_FAILED, event_action_result_update, execution_time_text
 from iothub.machines.client import MachineApiError, machine_stop
