@@ -14,6 +14,7 @@ from iothub.events.models import Event
 from iothub.ingest.evaluation import readings_evaluate
 from iothub.machines.models import MachineCommand
 from iothub.notifications.models import NotificationTemplate
+from iothub.rules import selectors
 from iothub.rules.models import Rule
 from iothub.telemetry.models import Telemetry
 from iothub.telemetry.services import StoredReading
@@ -275,21 +276,36 @@ def test_rules_of_other_devices_are_not_evaluated(client, token, device, t0, vib
     assert send(client, token, message(device, at=t0, vibration=99))["events"] == []
 
 
-def test_three_rules_that_do_not_trigger_cost_one_query(device, t0):
+def test_three_rules_that_do_not_trigger_cost_one_query(device, t0, monkeypatch):
     for name in ("a", "b", "c"):
         make_rule(device, name=name, threshold="50")
     reading = StoredReading(id=1, timestamp=t0, payload={"metrics": {"vibration": 16}})
+    prepared = []
+    real = selectors.execute_prepared
+    monkeypatch.setattr(selectors, "execute_prepared", lambda sql, params: prepared.append(sql) or real(sql, params))
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as orm_queries:
         assert readings_evaluate(device=device, readings=[reading] * 10) == []
 
-    assert len(queries) == 1
-    assert 'FROM "rules"' in queries[0]["sql"]
+    assert len(orm_queries) == 0
+    assert len(prepared) == 1 and "FROM rules WHERE device_id" in prepared[0]
+
+
+def test_the_enabled_rules_read_is_the_rules_as_stored(device):
+    on = make_rule(device, name="on", metric="temperature", severity="critical", cooldown_minutes=3)
+    make_rule(device, name="off", is_enabled=False)
+
+    (read,) = selectors.rules_enabled_for_device(device_id=device.id)
+
+    stored = Rule.objects.get(pk=on.pk)
+    assert [getattr(read, f.attname) for f in Rule._meta.concrete_fields] == [
+        getattr(stored, f.attname) for f in Rule._meta.concrete_fields
+    ]
 
 
 def test_the_enabled_rules_query_can_use_the_specs_index(device):
     make_rule(device)
-    sql, params = Rule.objects.filter(device_id=device.id, is_enabled=True).order_by("id").query.sql_with_params()
+    sql, params = selectors._ENABLED_FOR_DEVICE_SQL, [device.id]
     with connection.cursor() as cursor:
         # A tiny test table would be read sequentially; forbid that to see what the index offers.
         cursor.execute("SET LOCAL enable_seqscan = off")
