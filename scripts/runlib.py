@@ -84,6 +84,11 @@ def _where(params: dict) -> str:
     return f"{host}:{params.get('port') or 5432}"
 
 
+def _server_version(url: str) -> str:
+    with psycopg.connect(make_conninfo(url, connect_timeout=CONNECT_TIMEOUT)) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0].split()[0]
+
+
 def db_prepare(url: str, *, report=sys.stdout) -> int:
     try:
         params = conninfo_to_dict(url)
@@ -92,22 +97,24 @@ def db_prepare(url: str, *, report=sys.stdout) -> int:
     dbname = params.get("dbname") or params.get("user") or "postgres"
     created = False
     try:
-        # The maintenance database answers even when ours does not exist yet.
-        maintenance = make_conninfo(url, dbname="postgres", connect_timeout=CONNECT_TIMEOUT)
-        with psycopg.connect(maintenance, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
-            if not exists:
+        try:
+            version = _server_version(url)
+        except psycopg.OperationalError:
+            # Perhaps only our database is missing: the maintenance database answers then.
+            maintenance = make_conninfo(url, dbname="postgres", connect_timeout=CONNECT_TIMEOUT)
+            with psycopg.connect(maintenance, autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
+                    raise  # it exists, so the first error is the one to report
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
                 created = True
-        with psycopg.connect(make_conninfo(url, connect_timeout=CONNECT_TIMEOUT)) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+            version = _server_version(url)
     except psycopg.Error as error:
         if _nothing_listens(params):
             return NOTHING_ANSWERS  # the caller says so, and what it does instead
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         return fail(
             f"cannot use the PostgreSQL at {_where(params)}: {reason}\n"
-            "    fix DATABASE_URL (host, user, password) or the server's access rules (pg_hba.conf)"
+            "    fix DATABASE_URL (host, user, password, database) or the server's access rules (pg_hba.conf)"
         )
     state = "created" if created else "exists"
     prefix = "run: " if report is sys.stderr else ""
