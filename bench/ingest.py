@@ -1,7 +1,7 @@
 """Ingest benchmark: the hub as production runs it, loaded from a separate client process.
 
-    .venv/bin/python bench/ingest.py            # or: ./scripts/bench ingest
-    .venv/bin/python bench/ingest.py --rules 3  # the same with 3 rules per device
+    ./scripts/bench ingest              # builds the environment first if needed
+    ./scripts/bench ingest --rules 3    # the same with 3 rules per device
 
 It creates (or reuses) a scratch database `iothub_bench` on the PostgreSQL at DATABASE_URL's
 server, with 1,000 devices, starts gunicorn with the production settings, and measures with
