@@ -9,7 +9,9 @@ A job is anything with
   worker calls it again at once while it returns more than 0, giving every job a turn in between,
   and checks for shutdown between calls, so a call must not take long beyond its own I/O;
 - `next_due() -> datetime | None`: when the job next has something due (a time in the past: now),
-  or None when it has nothing pending; the worker sleeps until the earliest of these or a NOTIFY.
+  or None when it has nothing pending; the worker sleeps until the earliest of these or a NOTIFY
+  (at least a second after a round that did nothing: an item due but held by another worker must
+  not make this one spin).
 
 Queue jobs (`QueueJob`) claim rows with `SELECT … FOR UPDATE SKIP LOCKED`, so several workers share
 a queue; periodic jobs (`PeriodicJob`) run a task every so often, one worker at a time.

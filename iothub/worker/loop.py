@@ -4,8 +4,8 @@
     until asked to stop:
         a round: each job's run_once(), in turn
         if a round did something: another round at once
-        else: sleep until the earliest next_due() of the jobs, a NOTIFY on a channel, or
-              IDLE_WAIT, whichever comes first
+        else: sleep until the earliest next_due() of the jobs (MIN_WAIT at least), a NOTIFY
+              on a channel, or IDLE_WAIT, whichever comes first
 
 - **Wakes without polling delay**: ingest NOTIFYs a job's channel in the transaction that writes
   its rows; PostgreSQL delivers it at commit, and the worker's wait returns at once. LISTEN is in
@@ -34,6 +34,10 @@ from iothub.worker.jobs import Job
 logger = logging.getLogger(__name__)
 
 IDLE_WAIT = 60.0  # seconds asleep at most, whatever the jobs say
+# Seconds asleep at least after a round that did nothing, even if a job says something is due now:
+# an item due but locked by another worker (mid-call) is due and not claimable, and must not make
+# this worker spin. New work still wakes it at once through NOTIFY.
+MIN_WAIT = 1.0
 STOP_CHECK = 1.0  # the longest a stop request waits while the worker sleeps
 ERROR_PAUSE = 5.0  # seconds a failing job rests before its next turn
 
@@ -85,6 +89,8 @@ class Worker:
         return handled
 
     def _seconds_until_due(self) -> float:
+        """How long to sleep after a round that did nothing: until the earliest due time of the
+        jobs, at least MIN_WAIT, at most IDLE_WAIT."""
         now = time.monotonic()
         wait = IDLE_WAIT
         wall_now = timezone.now()
@@ -101,8 +107,8 @@ class Worker:
                 wait = min(wait, ERROR_PAUSE)
                 continue
             if due is not None:
-                wait = min(wait, max(0.0, (due - wall_now).total_seconds()))
-        return wait
+                wait = min(wait, (due - wall_now).total_seconds())
+        return max(wait, MIN_WAIT)
 
     def _sleep(self, seconds: float) -> None:
         """Wait up to `seconds` for a notification on the channels, checking for stop meanwhile."""
@@ -119,7 +125,10 @@ class Worker:
                     return  # listening again: look for what was committed meanwhile
                 continue
             try:
-                woken = any(True for _ in self._listener.notifies(timeout=slice_, stop_after=1))
+                woken = False
+                # Run to its end (not broken out of): the generator holds the connection's lock.
+                for _ in self._listener.notifies(timeout=slice_, stop_after=1):
+                    woken = True
                 if woken:
                     # Several commits may have notified; one round serves them all.
                     for _ in self._listener.notifies(timeout=0):

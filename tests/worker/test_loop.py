@@ -97,6 +97,13 @@ def test_sleep_is_until_the_earliest_due_time(db):
     assert Worker([idle])._seconds_until_due() == loop.IDLE_WAIT
 
 
+def test_a_job_due_now_that_did_nothing_does_not_make_the_worker_spin(db):
+    # E.g. the only due row is held by another worker in the middle of its call.
+    held = QueueJob("held", None, lambda: 0, lambda: timezone.now() - timedelta(seconds=30))
+
+    assert Worker([held])._seconds_until_due() == loop.MIN_WAIT
+
+
 def test_a_periodic_job_runs_at_start_then_every_interval(db):
     runs = []
     job = PeriodicJob("tick", every=timedelta(seconds=60), task=lambda: runs.append(1) or 7)
