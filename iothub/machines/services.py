@@ -69,6 +69,21 @@ def machine_command_run_next() -> int:
     return 1
 
 
+def _result_update(*, command: MachineCommand, changes: dict) -> None:
+    """Update the action's entry in the event's `execution_results`. An entry that is gone (the
+    event's results rewritten by hand) must not roll back the record of a call already made, which
+    would make the machine be asked again and again."""
+    try:
+        event_action_result_update(event_id=command.event_id, index=command.action_index, changes=changes)
+    except LookupError:
+        logger.warning(
+            "event %s has no action %d any more; machine command %s recorded on its row only",
+            command.event_id,
+            command.action_index,
+            command.id,
+        )
+
+
 def _record_success(*, command: MachineCommand) -> None:
     now = timezone.now()
     command.status = CommandStatus.COMPLETED
@@ -77,9 +92,8 @@ def _record_success(*, command: MachineCommand) -> None:
     command.finished_at = now
     command.updated_at = now
     command.save(update_fields=["status", "attempt_count", "last_attempt_at", "finished_at", "updated_at"])
-    event_action_result_update(
-        event_id=command.event_id,
-        index=command.action_index,
+    _result_update(
+        command=command,
         changes={
             "status": RESULT_COMPLETED,
             "completed_at": execution_time_text(now),
@@ -99,11 +113,7 @@ def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
         delay = timedelta(seconds=settings.IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS * 2 ** (command.attempt_count - 1))
         command.next_attempt_at = now + delay
         command.save(update_fields=["attempt_count", "last_attempt_at", "last_error", "next_attempt_at", "updated_at"])
-        event_action_result_update(
-            event_id=command.event_id,
-            index=command.action_index,
-            changes={"attempts": command.attempt_count, "last_error": str(error)},
-        )
+        _result_update(command=command, changes={"attempts": command.attempt_count, "last_error": str(error)})
         logger.warning(
             "stop of machine %s for event %s failed (%s); retry %d in %s",
             command.machine_id,
@@ -118,9 +128,8 @@ def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
     command.save(
         update_fields=["status", "attempt_count", "last_attempt_at", "last_error", "finished_at", "updated_at"]
     )
-    event_action_result_update(
-        event_id=command.event_id,
-        index=command.action_index,
+    _result_update(
+        command=command,
         changes={
             "status": RESULT_FAILED,
             "error": str(error),

@@ -177,3 +177,13 @@ def test_next_due_is_the_earliest_pending_command(event, machine_api):
     make_due()
     machine_command_run_next()
     assert machine_command_next_due() is None
+
+
+def test_an_entry_gone_from_the_event_does_not_undo_the_recorded_call(event, machine_api):
+    Event.objects.filter(pk=event.pk).update(execution_results=[])
+
+    assert machine_command_run_next() == 1
+    assert machine_command_run_next() == 0
+
+    assert len(machine_api.calls) == 1
+    assert MachineCommand.objects.get().status == "completed"
