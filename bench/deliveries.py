@@ -7,12 +7,11 @@
 3. The full pipeline's latency, from the telemetry POST to the webhook's arrival, through the HTTP
    ingest endpoint (gunicorn), the rules and a worker: measured when ingest raises events.
 
-Workers are `manage.py run_worker` when that command exists, else a stand-in running the same
-delivery job (tests/notifications/delivery_worker.py). Runs against DATABASE_URL (migrated),
-creating and deleting its own device, rule, templates and events; refuses to start while other
-deliveries are pending there. Ports: receiver 8350, gunicorn 8351.
+Workers are `manage.py run_worker` processes. Runs in a scratch database `iothub_bench_deliveries`
+(dropped and migrated afresh) on the PostgreSQL server of DATABASE_URL; the hub's database is left
+alone. Ports: receiver 8350, gunicorn 8351.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/iothub .venv/bin/python bench/deliveries.py
+    ./scripts/bench deliveries [--deliveries 2000] [--samples 200]
 """
 
 import argparse
@@ -29,9 +28,11 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+BENCH_DB = "iothub_bench_deliveries"
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 BENCH_ENV = {
@@ -128,24 +129,23 @@ class Receiver:
 # ------------------------------------------------------------------------------------------------
 
 
-def worker_command() -> list[str]:
-    import django
-    from django.core.management import get_commands
-
-    django.setup()
-    if "run_worker" in get_commands():
-        return [sys.executable, str(ROOT / "manage.py"), "run_worker"]
-    return [sys.executable, str(ROOT / "tests" / "notifications" / "delivery_worker.py")]
+WORKER_COMMAND = [sys.executable, str(ROOT / "manage.py"), "run_worker"]
 
 
-def start_workers(count: int, command: list[str]) -> list[subprocess.Popen]:
-    env = {**os.environ, **BENCH_ENV}
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
-    if command[-1].endswith("delivery_worker.py"):
-        for worker in workers:
-            assert worker.stdout.readline().strip() == "ready"
-    else:
-        time.sleep(3)  # run_worker has no readiness line: give it time to LISTEN
+def start_workers(count: int) -> list[subprocess.Popen]:
+    """`count` run_worker processes, returned once each is listening."""
+    env = {**os.environ, **BENCH_ENV, "LOG_LEVEL": "INFO"}
+    workers = [
+        subprocess.Popen(WORKER_COMMAND, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(count)
+    ]
+    for worker in workers:
+        for line in worker.stderr:
+            if "worker started" in line:
+                break
+        else:
+            raise RuntimeError("a worker exited before it started")
+        # Keep reading its log so a full pipe never blocks it.
+        threading.Thread(target=lambda stream=worker.stderr: stream.read(), daemon=True).start()
     return workers
 
 
@@ -238,10 +238,10 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def measure_throughput(scene: Scene, receiver: Receiver, command: list[str], workers: int, total: int) -> dict:
+def measure_throughput(scene: Scene, receiver: Receiver, workers: int, total: int) -> dict:
     from iothub.notifications.models import NotificationDelivery
 
-    processes = start_workers(workers, command)
+    processes = start_workers(workers)
     try:
         receiver.reset()
         events = total // 50
@@ -271,11 +271,11 @@ def measure_throughput(scene: Scene, receiver: Receiver, command: list[str], wor
     return result
 
 
-def measure_event_latency(scene: Scene, receiver: Receiver, command: list[str], samples: int) -> dict:
+def measure_event_latency(scene: Scene, receiver: Receiver, samples: int) -> dict:
     from iothub.notifications.delivery import idempotency_key
     from iothub.notifications.models import NotificationDelivery
 
-    processes = start_workers(1, command)
+    processes = start_workers(1)
     try:
         receiver.reset()
         committed: dict[int, float] = {}
@@ -308,7 +308,7 @@ def _latency_summary(latencies: list[float], samples: int) -> dict:
     }
 
 
-def measure_pipeline_latency(scene: Scene, receiver: Receiver, command: list[str], samples: int) -> dict | str:
+def measure_pipeline_latency(scene: Scene, receiver: Receiver, samples: int) -> dict | str:
     """Telemetry POST (over HTTP, to gunicorn) to webhook arrival; a reason string when ingest
     does not raise events yet."""
     env = {**os.environ, **BENCH_ENV}
@@ -317,7 +317,7 @@ def measure_pipeline_latency(scene: Scene, receiver: Receiver, command: list[str
         cwd=ROOT,
         env=env,
     )
-    processes = start_workers(1, command)
+    processes = start_workers(1)
     try:
         for _ in range(100):
             try:
@@ -359,6 +359,23 @@ def measure_pipeline_latency(scene: Scene, receiver: Receiver, command: list[str
     return _latency_summary(latencies, samples)
 
 
+def prepare_database(base_url: str) -> str:
+    """A fresh, migrated scratch database on the same server; returns its URL."""
+    import psycopg
+
+    parts = urlsplit(base_url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+    url = urlunsplit(parts._replace(path="/" + BENCH_DB))
+    env = {**os.environ, **BENCH_ENV, "DATABASE_URL": url}
+    for command in (["migrate"], ["setup_timescaledb"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        )
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deliveries", type=int, default=2000)
@@ -368,30 +385,32 @@ def main() -> None:
     if args.receiver:
         return serve_receiver(args.receiver)
     os.environ.update(BENCH_ENV)
+    os.environ["DATABASE_URL"] = prepare_database(
+        os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
+    )
+    BENCH_ENV["DATABASE_URL"] = os.environ["DATABASE_URL"]
 
-    command = worker_command()
-    from iothub.notifications.models import NotificationDelivery
+    import django
 
-    if NotificationDelivery.objects.filter(status="pending").exists():
-        sys.exit("deliveries are pending in this database; the bench needs an empty queue")
+    django.setup()
     concurrency = os.environ.get("IOTHUB_NOTIFICATION_CONCURRENCY", "4")
-    print(f"workers: {' '.join(Path(part).name for part in command[1:])}, concurrency {concurrency} each")
+    print(f"workers: manage.py run_worker, concurrency {concurrency} each")
     receiver = Receiver(8350)
     scene = Scene(receiver)
     try:
         for workers in (1, 4):
-            result = measure_throughput(scene, receiver, command, workers, args.deliveries)
+            result = measure_throughput(scene, receiver, workers, args.deliveries)
             print(
                 f"throughput, {result['workers']} worker(s): {result['per_second']:.0f} deliveries/s "
                 f"({result['received']} received, {result['distinct']} distinct, {result['sent']} marked sent, "
                 f"{result['seconds']:.2f} s)"
             )
-        latency = measure_event_latency(scene, receiver, command, args.samples)
+        latency = measure_event_latency(scene, receiver, args.samples)
         print(
             f"event commit -> webhook, idle hub: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
             f"max {latency['max_ms']:.1f} ms ({latency['arrived']}/{latency['samples']} arrived)"
         )
-        pipeline = measure_pipeline_latency(scene, receiver, command, args.samples)
+        pipeline = measure_pipeline_latency(scene, receiver, args.samples)
         if isinstance(pipeline, str):
             print(f"telemetry POST -> webhook: not measured: {pipeline}")
         else:

@@ -1,6 +1,8 @@
-"""Database expressions the models share, for defaults exactly as the spec writes them."""
+"""Database helpers the apps share: expressions for the spec's defaults, and prepared execution
+of the few statements every ingest request runs."""
 
-from django.db import models
+import psycopg
+from django.db import connection, models
 
 
 class Now(models.Func):
@@ -21,3 +23,19 @@ class NextVal(models.Func):
 
     def __init__(self, sequence: str, **extra):
         super().__init__(models.Value(sequence), **extra)
+
+
+def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
+    """Run `sql` on Django's connection (inside its current transaction, if any) as a server-side
+    prepared statement, and return its rows.
+
+    Django binds parameters on the client and never prepares, which suits most queries; the
+    statements every ingest request runs are worth more: preparing skips PostgreSQL's planning
+    (about half the server's time for the ingest statement). The pool keeps connections, and each
+    keeps its prepared statements, so the statement is planned once per connection, not per
+    request.
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -73,6 +74,8 @@ class TelemetryIngestView(APIView):
     # The body is read and decoded here, not by DRF's parsers: NaN and Infinity must be named as
     # bad values of their field, and the size cap answered before the body is read.
     parser_classes: list = []
+    # JSON only: devices never ask for the browsable API, and negotiating costs every request.
+    renderer_classes = [JSONRenderer]
 
     @extend_schema(
         operation_id="telemetry_ingest",

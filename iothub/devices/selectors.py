@@ -2,6 +2,7 @@
 
 from django.db.models import QuerySet
 
+from iothub.db import execute_prepared
 from iothub.devices.models import Device, DeviceType
 from iothub.devices.services import device_token_hash
 
@@ -15,8 +16,28 @@ def device_list() -> QuerySet[Device]:
     return Device.objects.select_related("device_type").order_by("name", "id")
 
 
+_DEVICE_COLUMNS = [f.attname for f in Device._meta.concrete_fields]
+_TYPE_COLUMNS = [f.attname for f in DeviceType._meta.concrete_fields]
+# Every ingest request runs this, so it is written once here rather than compiled by the ORM each
+# time (which costs more than the query itself); the column lists come from the models.
+_BY_TOKEN_SQL = (
+    "SELECT "  # noqa: S608 - the column names come from the models, the token is a parameter
+    + ", ".join([*(f'd."{c}"' for c in _DEVICE_COLUMNS), *(f't."{c}"' for c in _TYPE_COLUMNS)])
+    + " FROM devices d JOIN device_types t ON t.id = d.device_type_id WHERE d.token_hash = %s"
+)
+
+
 def device_get_by_token(*, token: str) -> Device | None:
-    """The device this bearer token belongs to, with its type; None for an unknown or revoked one."""
+    """The device this bearer token belongs to, with its type; None for an unknown or revoked one.
+
+    Read on every request, never cached, so that a rotated or revoked token stops working at once.
+    """
     if not token:
         return None
-    return Device.objects.select_related("device_type").filter(token_hash=device_token_hash(token)).first()
+    rows = execute_prepared(_BY_TOKEN_SQL, [device_token_hash(token)])
+    if not rows:
+        return None
+    row = rows[0]
+    device = Device.from_db("default", _DEVICE_COLUMNS, row[: len(_DEVICE_COLUMNS)])
+    device.device_type = DeviceType.from_db("default", _TYPE_COLUMNS, row[len(_DEVICE_COLUMNS) :])
+    return device

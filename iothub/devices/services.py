@@ -11,7 +11,6 @@ in logs and by secret scanners.
 """
 
 import hashlib
-import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -156,74 +155,6 @@ def device_value_in_range(*, device_type: DeviceType, value) -> bool:
     if device_type.metric_min is not None and number < device_type.metric_min:
         return False
     return not (device_type.metric_max is not None and number > device_type.metric_max)
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    value: int | float
-    timestamp: datetime
-    telemetry_id: int
-
-
-# One statement, atomic under the row lock, so concurrent requests of one device can neither move
-# last_seen backwards nor overwrite a newer latest value with an older one. In an UPDATE, the
-# column names on the right-hand side read the row as it was.
-_RECORD_READINGS_SQL = """
-    UPDATE devices SET
-        last_seen = GREATEST(last_seen, %(seen_at)s),
-        status = CASE
-            WHEN %(primary_at)s::timestamptz IS NOT NULL
-                 AND (last_seen IS NULL OR %(primary_at)s::timestamptz >= last_seen) THEN %(primary_status)s
-            WHEN status = 'inactive' THEN 'active'
-            ELSE status
-        END,
-        latest_metrics = (
-            SELECT jsonb_object_agg(
-                key,
-                CASE
-                    WHEN old.value IS NULL THEN new.value
-                    WHEN new.value IS NULL THEN old.value
-                    WHEN (new.value ->> 'timestamp')::timestamptz >= (old.value ->> 'timestamp')::timestamptz
-                        THEN new.value
-                    ELSE old.value
-                END
-            )
-            FROM jsonb_each(COALESCE(devices.latest_metrics, '{}'::jsonb)) AS old(key, value)
-            FULL JOIN jsonb_each(%(latest)s::jsonb) AS new(key, value) USING (key)
-        )
-    WHERE id = %(device_id)s
-    RETURNING status, last_seen
-"""
-
-
-def device_record_readings(*, device: Device, latest: dict[str, MetricValue]) -> None:
-    """Record that the device reported: `last_seen` moves forward only, the latest value of each
-    metric is kept, and the status follows DESIGN: `error` while the newest primary-metric reading
-    lies outside the type's range, `active` otherwise (an old, buffered reading changes nothing).
-
-    `latest` holds, per metric, the newest value among the readings just stored.
-    """
-    device_type = device.device_type
-    primary = latest.get(device_type.metric_name)
-    primary_status = None
-    if primary is not None:
-        in_range = device_value_in_range(device_type=device_type, value=primary.value)
-        primary_status = DeviceStatus.ACTIVE if in_range else DeviceStatus.ERROR
-    params = {
-        "device_id": device.id,
-        "seen_at": max(m.timestamp for m in latest.values()),
-        "primary_at": primary.timestamp if primary else None,
-        "primary_status": primary_status,
-        "latest": json.dumps(
-            {
-                name: {"value": m.value, "timestamp": m.timestamp.isoformat(), "telemetry_id": m.telemetry_id}
-                for name, m in latest.items()
-            }
-        ),
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_RECORD_READINGS_SQL, params)
-        device.status, device.last_seen = cursor.fetchone()
 
 
 def _assign(instance, data: Mapping[str, Any], *, allowed: Iterable[str]) -> list[str]:

@@ -2,16 +2,17 @@
 evaluated, in one transaction. The caller replies only after it commits, so an acknowledged
 reading is a committed one."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
 
+from iothub.db import execute_prepared
 from iothub.devices.models import Device
-from iothub.devices.services import MetricValue, device_record_readings
 from iothub.events.models import Event
 from iothub.ingest.evaluation import readings_evaluate
-from iothub.telemetry.services import NewReading, StoredReading, telemetry_store
+from iothub.telemetry.services import NewReading, StoredReading
 
 
 @dataclass(frozen=True)
@@ -23,19 +24,85 @@ class IngestResult:
 def telemetry_ingest(*, device: Device, readings: Sequence[NewReading]) -> IngestResult:
     """Store validated readings of one device; all or nothing."""
     with transaction.atomic():
-        stored = telemetry_store(device_id=device.id, readings=readings)
-        device_record_readings(device=device, latest=_latest_values(stored))
+        stored = _store_and_record(device=device, readings=readings)
         # The rules engine's place: inside the transaction, after the rows exist.
         events = readings_evaluate(device=device, readings=stored)
     return IngestResult(readings=stored, events=events)
 
 
-def _latest_values(readings: Sequence[StoredReading]) -> dict[str, MetricValue]:
-    """Per metric, the value of the newest reading that carries it (the later row on a tie)."""
-    latest: dict[str, MetricValue] = {}
-    for reading in readings:
-        for name, value in reading.metrics.items():
-            current = latest.get(name)
-            if current is None or reading.timestamp >= current.timestamp:
-                latest[name] = MetricValue(value=value, timestamp=reading.timestamp, telemetry_id=reading.id)
-    return latest
+# The readings and the device's state in one statement, so a request costs one round trip for its
+# writes whatever the batch size:
+# - the rows go in as two array parameters, in the order given (ids ascend in that order);
+# - `last_seen` only moves forward;
+# - the status follows DESIGN: `error` while the newest primary-metric reading lies outside the
+#   type's range, `active` otherwise; a reading older than `last_seen` (a buffered backlog) leaves
+#   it alone, and an inactive device that reports is active again;
+# - `latest_metrics` keeps, per metric, the newest value with its time and row id.
+# It runs under the device row's lock, so concurrent requests of one device serialise here and
+# can neither move last_seen back nor replace a newer latest value with an older one.
+_STORE_SQL = """
+WITH inserted AS (
+    INSERT INTO telemetry (device_id, "timestamp", payload)
+    SELECT %(device_id)s, r.ts, r.payload
+    FROM unnest(%(timestamps)s::timestamptz[], %(payloads)s::jsonb[]) WITH ORDINALITY AS r(ts, payload, n)
+    ORDER BY r.n
+    RETURNING id, "timestamp", payload
+),
+newest AS (
+    SELECT DISTINCT ON (m.key) m.key, m.value, i."timestamp", i.id
+    FROM inserted AS i, jsonb_each(i.payload -> 'metrics') AS m(key, value)
+    ORDER BY m.key, i."timestamp" DESC, i.id DESC
+),
+primary_reading AS (
+    SELECT "timestamp", (value)::numeric AS value FROM newest WHERE key = %(primary_metric)s
+),
+updated AS (
+    UPDATE devices AS d SET
+        last_seen = GREATEST(d.last_seen, (SELECT max("timestamp") FROM inserted)),
+        status = CASE
+            WHEN p."timestamp" IS NOT NULL AND (d.last_seen IS NULL OR p."timestamp" >= d.last_seen) THEN
+                CASE WHEN p.value < %(metric_min)s OR p.value > %(metric_max)s THEN 'error' ELSE 'active' END
+            WHEN d.status = 'inactive' THEN 'active'
+            ELSE d.status
+        END,
+        latest_metrics = (
+            SELECT jsonb_object_agg(
+                key,
+                CASE
+                    WHEN old.value IS NULL THEN new.value
+                    WHEN new.value IS NULL THEN old.value
+                    WHEN (new.value ->> 'timestamp')::timestamptz >= (old.value ->> 'timestamp')::timestamptz
+                        THEN new.value
+                    ELSE old.value
+                END
+            )
+            FROM jsonb_each(COALESCE(d.latest_metrics, '{}'::jsonb)) AS old(key, value)
+            FULL JOIN (
+                SELECT key, jsonb_build_object('value', value, 'timestamp', "timestamp", 'telemetry_id', id) AS value
+                FROM newest
+            ) AS new USING (key)
+        )
+    FROM (SELECT 1) AS one LEFT JOIN primary_reading AS p ON TRUE
+    WHERE d.id = %(device_id)s
+    RETURNING d.status
+)
+SELECT i.id, i."timestamp", (SELECT status FROM updated) FROM inserted AS i ORDER BY i.id
+"""
+
+
+def _store_and_record(*, device: Device, readings: Sequence[NewReading]) -> list[StoredReading]:
+    device_type = device.device_type
+    params = {
+        "device_id": device.id,
+        "timestamps": [r.timestamp for r in readings],
+        "payloads": [json.dumps(r.payload, separators=(",", ":")) for r in readings],
+        "primary_metric": device_type.metric_name,
+        "metric_min": device_type.metric_min,
+        "metric_max": device_type.metric_max,
+    }
+    rows = execute_prepared(_STORE_SQL, params)
+    device.status = rows[0][2]
+    return [
+        StoredReading(id=row_id, timestamp=timestamp, payload=reading.payload)
+        for (row_id, timestamp, _), reading in zip(rows, readings, strict=True)
+    ]

@@ -44,7 +44,7 @@ from iothub.devices.models import Device, DeviceType
 from iothub.events.models import Event
 from iothub.notifications.channels import SENDERS, DeliveryError, OutgoingMessage
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
-from iothub.notifications.selectors import event_url, notification_context, number_text, timestamp_text
+from iothub.notifications.selectors import event_snapshot, notification_context, timestamp_text
 from iothub.notifications.services import (
     DEFAULT_RETRY_COUNT,
     DEFAULT_RETRY_DELAY_MINUTES,
@@ -195,26 +195,27 @@ def webhook_payload(*, delivery: NotificationDelivery, event: Event) -> dict:
         "data": {
             "event": {
                 "id": event.id,
-                "url": event_url(event.id),
-                "timestamp": timestamp_text(event.timestamp),
+                "url": context["event_url"],
+                "timestamp": context["timestamp"],
                 "severity": event.severity,
                 "status": event.status,
                 "message": event.message,
                 "telemetry_id": event.telemetry_id,
             },
+            # As they were when the event was raised (the event's snapshot).
             "rule": {
                 "id": str(rule.id),
-                "name": rule.name,
+                "name": context["rule_name"],
                 "metric": context["metric"],
-                "operator": rule.operator,
-                "threshold": number_text(rule.threshold),
+                "operator": event_snapshot(event, "rule").get("operator", rule.operator),
+                "threshold": context["threshold"],
             },
             "device": {
                 "id": str(device.id),
-                "name": device.name,
-                "serial_number": device.serial_number,
-                "location": device.location,
-                "device_type": device.device_type.name,
+                "name": context["device_name"],
+                "serial_number": context["serial_number"],
+                "location": context["location"] or None,
+                "device_type": context["device_type"],
             },
             "reading": {"metric": context["metric"], "value": context["value"], "unit": context["unit"]},
             "notification": {
@@ -386,22 +387,29 @@ class DeliveryJob:
     name = "notification_deliveries"
     channel = DELIVERY_CHANNEL
 
-    def __init__(self, *, concurrency: int | None = None, wait: float = 0.2):
+    def __init__(self, *, concurrency: int | None = None, wait: float = 1.0):
         self.concurrency = concurrency or settings.IOTHUB_NOTIFICATION_CONCURRENCY
         self.wait = wait
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
         self._in_flight: set[Future] = set()
-        # After a send found nothing due, probe with one thread rather than all of them.
-        self._queue_seems_empty = False
 
     def run_once(self) -> int:
-        slots = 1 if self._queue_seems_empty else self.concurrency
-        while len(self._in_flight) < slots:
+        handled = self._collect(timeout=0)
+        # Every free slot claims: on an empty queue that is `concurrency` cheap queries a round.
+        while len(self._in_flight) < self.concurrency:
             self._in_flight.add(self._pool.submit(_send_next_in_thread))
-        done, self._in_flight = wait_futures(self._in_flight, timeout=self.wait, return_when=FIRST_COMPLETED)
-        handled = sum(1 for future in done if future.result())
-        self._queue_seems_empty = bool(done) and handled == 0
+        if not handled:
+            # Wait for a send to finish, so the worker does not go to sleep while sends are in
+            # flight and slots are about to free up; bounded, so the other jobs keep their turns.
+            handled = self._collect(timeout=self.wait)
         return handled
+
+    def _collect(self, *, timeout: float) -> int:
+        """Deliveries sent (or attempted) by the sends that finished within `timeout`."""
+        if not self._in_flight:
+            return 0
+        done, self._in_flight = wait_futures(self._in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        return sum(1 for future in done if future.result())
 
     def next_due(self) -> datetime | None:
         return deliveries_next_due_at()

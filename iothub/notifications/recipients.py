@@ -162,7 +162,8 @@ def _email(value: str, *, path: str) -> str:
 
 
 def _phone(value: str, *, path: str) -> str:
-    value = value.strip()
+    # Stored in E.164 proper; written as people do, with spaces, dashes, dots or parentheses.
+    value = re.sub(r"[\s\-.()]", "", value)
     if not E164_RE.match(value):
         raise RecipientError(
             f"{path}: {value!r} is not an E.164 phone number (a + and 6 to 15 digits, e.g. +380501234567)."

@@ -13,7 +13,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from iothub.events.models import Event
-from iothub.events.services import event_action_result_update
+from iothub.events.services import (
+    RESULT_COMPLETED,
+    RESULT_FAILED,
+    RESULT_PENDING,
+    event_action_result_update,
+    execution_time_text,
+)
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.recipients import Recipient, RecipientError, recipient_parse, recipients_merge
 from iothub.notifications.selectors import notification_context
@@ -109,23 +115,23 @@ def notification_template_delete(*, template: NotificationTemplate) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _recipients_lenient(values: object, *, allow_bare_email: bool, source: str) -> list[Recipient]:
-    """Recipients that parse; others are logged and left out, because enqueueing runs inside ingest
-    and must never fail it (templates and rules are validated when saved; a row written directly
-    to the table is the only way to get here with a bad entry)."""
+def _recipients_lenient(values: object, *, allow_bare_email: bool, source: str) -> tuple[list[Recipient], list[str]]:
+    """The recipients that parse, and a note for each one that does not. Enqueueing runs inside
+    ingest and must never fail it: templates and rules are validated when saved, so a bad entry
+    here was written past the API (in SQL) or by a looser validation; it is left out and the
+    action's entry says so."""
     if not isinstance(values, list):
-        logger.warning("%s: recipients is not a list; ignored", source)
-        return []
-    parsed = []
+        return [], [f"{source}: not a list"]
+    parsed, problems = [], []
     for index, value in enumerate(values):
         try:
             # Private addresses are checked where the connection is made; keep the entry here.
             parsed.append(
-                recipient_parse(value, path=f"[{index}]", allow_bare_email=allow_bare_email, allow_private=True)
+                recipient_parse(value, path=f"{source}[{index}]", allow_bare_email=allow_bare_email, allow_private=True)
             )
         except RecipientError as exc:
-            logger.warning("%s: recipient %s ignored", source, exc)
-    return parsed
+            problems.append(str(exc))
+    return parsed, problems
 
 
 def notification_deliveries_enqueue(*, event: Event, action_index: int, action: dict) -> int:
@@ -146,7 +152,11 @@ def notification_deliveries_enqueue(*, event: Event, action_index: int, action: 
         event_action_result_update(
             event_id=event.id,
             index=action_index,
-            changes={"status": "failed", "error": f"notification template {template_id!r} does not exist"},
+            changes={
+                "status": RESULT_FAILED,
+                "error": f"notification template {template_id!r} does not exist",
+                "failed_at": execution_time_text(timezone.now()),
+            },
         )
         return 0
     if template.is_active is False:
@@ -157,16 +167,30 @@ def notification_deliveries_enqueue(*, event: Event, action_index: int, action: 
         )
         return 0
 
-    source = f"event {event.id} action {action_index}"
-    recipients = recipients_merge(
-        _recipients_lenient(template.recipients, allow_bare_email=False, source=f"template {template.id}"),
-        _recipients_lenient(action.get("recipients") or [], allow_bare_email=True, source=source),
+    from_template, template_problems = _recipients_lenient(
+        template.recipients, allow_bare_email=False, source="template recipients"
     )
+    from_action, action_problems = _recipients_lenient(
+        action.get("recipients") or [], allow_bare_email=True, source="action recipients"
+    )
+    if template_problems or action_problems:
+        logger.warning(
+            "event %s action %s: recipients left out: %s", event.id, action_index, template_problems + action_problems
+        )
+        event_action_result_update(
+            event_id=event.id, index=action_index, changes={"invalid_recipients": template_problems + action_problems}
+        )
+    recipients = recipients_merge(from_template, from_action)
     if not recipients:
         event_action_result_update(
             event_id=event.id,
             index=action_index,
-            changes={"status": "completed", "sent_count": 0, "failed_count": 0, "completed_at": timezone.now()},
+            changes={
+                "status": RESULT_COMPLETED,
+                "sent_count": 0,
+                "failed_count": 0,
+                "completed_at": execution_time_text(timezone.now()),
+            },
         )
         return 0
 
@@ -242,13 +266,13 @@ def _notification_action_indexes(*, event_id: int, template_id: int) -> list[int
 
 def _action_entry_write(*, event_id: int, template_id: int, progress: ActionProgress) -> None:
     if progress.pending:
-        changes = {"status": "pending", "sent_count": progress.sent, "failed_count": progress.failed}
+        changes = {"status": RESULT_PENDING, "sent_count": progress.sent, "failed_count": progress.failed}
     else:
         changes = {
-            "status": "completed",
+            "status": RESULT_COMPLETED,
             "sent_count": progress.sent,
             "failed_count": progress.failed,
-            "completed_at": timezone.now(),
+            "completed_at": execution_time_text(timezone.now()),
         }
     for index in _notification_action_indexes(event_id=event_id, template_id=template_id):
         event_action_result_update(event_id=event_id, index=index, changes=changes)

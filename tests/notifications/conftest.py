@@ -9,10 +9,13 @@ import pytest
 from django.utils import timezone
 
 from iothub.events.models import Event
+from iothub.events.services import event_raise
 from iothub.notifications.delivery import deliveries_next_due_at, deliveries_send_due
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.services import notification_deliveries_enqueue, notification_template_create
 from iothub.rules.models import Rule
+from iothub.telemetry.models import Telemetry
+from iothub.telemetry.services import StoredReading
 from tests.notifications.servers import SmsGateway, SmtpServer, WebhookReceiver
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"tests-only-webhook-signing-key!!").decode()
@@ -75,8 +78,9 @@ def template_factory(db):
 
 @pytest.fixture
 def event_factory(device):
-    """An event of a `gt 25` vibration rule on the fixture device, with one notification action
-    per given template, as the rules engine writes it."""
+    """An event raised as ingest raises it: a `gt 25` vibration rule on the fixture device, with one
+    notification action per given template, a stored reading of `value`, `event_raise`, and
+    (unless told not to) each action's deliveries enqueued."""
 
     def make(*templates: NotificationTemplate, recipients=None, value=30.2, enqueue=True) -> Event:
         actions = [{"type": "notification", "template_id": t.id, "recipients": recipients or []} for t in templates]
@@ -88,15 +92,13 @@ def event_factory(device):
             action_config=actions,
             severity="critical",
         )
-        event = Event.objects.create(
-            rule=rule,
-            severity="critical",
-            message=f"vibration {value} > 25",
-            execution_results=[{"type": "notification", "template_id": t.id, "status": "pending"} for t in templates],
-            metadata={"metric": "vibration", "value": value},
-        )
+        payload = {"version": "0.0.1", "serial_number": device.serial_number, "metrics": {"vibration": value}}
+        row = Telemetry.objects.create(device=device, timestamp=timezone.now(), payload=payload)
+        reading = StoredReading(id=row.id, timestamp=row.timestamp, payload=payload)
+        event = event_raise(rule=rule, device=device, reading=reading, metric="vibration", value=Decimal(str(value)))
         if enqueue:
-            for index, action in enumerate(actions):
+            for index, (action, entry) in enumerate(zip(actions, event.execution_results, strict=True)):
+                assert entry["status"] == "pending", entry  # refused when raised: the test's setup is wrong
                 notification_deliveries_enqueue(event=event, action_index=index, action=action)
         return event
 

@@ -48,12 +48,36 @@ def test_returns_the_number_of_rows(template_factory, event_factory):
     assert notification_deliveries_enqueue(event=event, action_index=0, action=action) == 2
 
 
-def test_invalid_action_recipients_are_left_out_not_fatal(template_factory, event_factory):
+def test_recipients_that_do_not_parse_are_left_out_and_named_in_the_entry(template_factory, event_factory):
+    # The rules' validation lets a phone without its + through; E.164 needs the country code.
     template = template_factory(recipients=[{"type": "email", "address": "a@plant.example"}])
-    event = event_factory(template, recipients=["not-an-address", {"type": "fax", "number": "1"}])
+    event = event_factory(template, recipients=[{"type": "sms", "phone": "0501234567"}])
     assert list(NotificationDelivery.objects.filter(event=event).values_list("recipient_address", flat=True)) == [
         "a@plant.example"
     ]
+    entry = Event.objects.get(id=event.id).execution_results[0]
+    assert entry["status"] == "pending"
+    assert len(entry["invalid_recipients"]) == 1
+    assert entry["invalid_recipients"][0].startswith("action recipients[0].phone: '0501234567' is not an E.164")
+
+
+def test_phone_numbers_written_with_spaces_are_sent_in_e164(template_factory, event_factory):
+    template = template_factory(recipients=[])
+    event = event_factory(template, recipients=[{"type": "sms", "phone": "+380 50 123-45-67"}])
+    assert NotificationDelivery.objects.get(event=event).recipient_address == "+380501234567"
+
+
+def test_the_message_says_what_the_event_recorded_even_after_the_device_is_renamed(template_factory, event_factory):
+    template = template_factory(message_template="{device_name} {rule_name}", recipients=["x@plant.example"])
+    event = event_factory(template, enqueue=False)
+    device = event.rule.device
+    device.name = "Renamed press"
+    device.save()
+    event.rule.name = "Renamed rule"
+    event.rule.save()
+    action = {"type": "notification", "template_id": template.id, "recipients": ["x@plant.example"]}
+    notification_deliveries_enqueue(event=Event.objects.get(id=event.id), action_index=0, action=action)
+    assert NotificationDelivery.objects.get(event=event).rendered_message == "Press 3 Vibration too high"
 
 
 def test_missing_template_marks_the_action_failed(template_factory, event_factory):
