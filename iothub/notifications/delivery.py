@@ -89,6 +89,12 @@ _RECORD_SQL = """
 """
 
 
+_PENDING_SQL = """
+    SELECT count(*) FROM notification_deliveries
+    WHERE event_id = %(event_id)s::bigint AND template_id = %(template_id)s::bigint AND status = 'pending'
+"""
+
+
 def _params() -> dict:
     return {"default_delay": DEFAULT_RETRY_DELAY_MINUTES, "unit": settings.IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS}
 
@@ -123,7 +129,7 @@ _CLAIM_SQL = """
 
 
 def _execute(sql: str, params: dict) -> tuple | None:
-    """Run one of the loop's two hot statements as a server-side prepared statement and return its
+    """Run one of the loop's hot statements as a server-side prepared statement and return its
     row. Django binds parameters client-side and never prepares, so PostgreSQL would plan the
     six-table claim on every delivery: planning costs ten times its execution. The statement runs
     on Django's connection, inside the caller's transaction."""
@@ -298,7 +304,9 @@ def delivery_send_next() -> bool:
         # The others may have been finishing at this same moment, each seeing the rest as pending
         # before the commits. Checking again after this commit closes that gap: whichever sender
         # commits last sees every row final.
-        notification_action_complete(event_id=delivery.event_id, template_id=delivery.template_id)
+        (still_pending,) = _execute(_PENDING_SQL, {"event_id": delivery.event_id, "template_id": delivery.template_id})
+        if not still_pending:
+            notification_action_complete(event_id=delivery.event_id, template_id=delivery.template_id)
     if error is None:
         logger.debug("delivery %s sent to %s %s", delivery.id, delivery.recipient_type, delivery.recipient_address)
     else:

@@ -45,6 +45,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.open_connections: set[socket.socket] = set()
+        self.connections_accepted = 0
 
     def stop(self) -> None:
         self.shutdown()
@@ -61,6 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.server.open_connections.add(self.connection)
+        self.server.connections_accepted += 1
 
     def finish(self):
         self.server.open_connections.discard(self.connection)

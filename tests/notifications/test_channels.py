@@ -138,6 +138,16 @@ def test_webhook_is_signed_the_standard_webhooks_way(webhook_receiver, template_
     assert delivery.status == "sent"
 
 
+def test_consecutive_webhooks_reuse_one_connection(webhook_receiver, template_factory, event_factory):
+    template = template_factory(
+        recipients=[{"type": "webhook", "url": webhook_receiver.url(f"/{n}")} for n in range(5)]
+    )
+    event_factory(template)
+    deliveries_send_due(concurrency=1)
+    assert len(webhook_receiver.received) == 5
+    assert webhook_receiver.server.connections_accepted == 1
+
+
 def test_a_wrong_secret_does_not_verify(webhook_receiver, settings, template_factory, event_factory):
     settings.IOTHUB_WEBHOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url()}])

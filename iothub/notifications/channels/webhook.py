@@ -129,26 +129,37 @@ def signed_headers(*, msg_id: str, body: str, at: datetime | None = None) -> dic
     }
 
 
+# An answer is read up to this many bytes. Reading it to its end is what lets the connection go
+# back to the pool for the next delivery (an answer left unread closes it); a receiver that sends
+# more has its connection closed instead.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+def _read_some(response: httpx.Response) -> bytes:
+    read = b""
+    for chunk in response.iter_raw():
+        read += chunk
+        if len(read) > MAX_ANSWER_BYTES:
+            break
+    return read
+
+
 def send(message: OutgoingMessage) -> None:
     body = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False)
     headers = signed_headers(msg_id=message.idempotency_key, body=body)
     timeout = settings.IOTHUB_WEBHOOK_TIMEOUT_SECONDS
     try:
-        # Streamed so that the receiver's answer body is not read beyond a short excerpt.
+        # Streamed, so that a receiver's answer is read only up to a bound.
         with _http().stream(
             "POST", message.address, content=body.encode(), headers=headers, timeout=timeout
         ) as response:
+            excerpt = _read_some(response)
             status = response.status_code
             if 200 <= status < 300:
                 return
             if 300 <= status < 400:
                 location = response.headers.get("location", "?")
                 raise DeliveryError(f"receiver answered {status} (redirect to {location}); redirects are not followed")
-            excerpt = b""
-            for chunk in response.iter_bytes():
-                excerpt += chunk
-                if len(excerpt) >= 200:
-                    break
             detail = excerpt[:200].decode(errors="replace").strip()
             raise DeliveryError(f"receiver answered {status}" + (f": {detail}" if detail else ""))
     except AddressRefused as exc:
