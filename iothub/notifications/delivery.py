@@ -31,6 +31,7 @@ until `deliveries_next_due_at`. `deliveries_send_due` drains the queue in the ca
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -386,38 +387,45 @@ class DeliveryJob:
 
     Keeps up to IOTHUB_NOTIFICATION_CONCURRENCY sends in flight on a pool of sender threads, each
     send one `delivery_send_next` (claim, send, record, commit) on the thread's own connection.
-    `run_once` tops the pool up and returns as soon as a send completes (or after `wait` seconds),
-    so the worker's other jobs keep their turns and a stop request is seen between calls. After a
-    stop the worker calls no more: the sends in flight finish and are recorded (the pool's threads
-    are joined at interpreter exit), and nothing new is claimed.
+    `run_once` keeps the pool topped up for a slice of time (`time_slice`, 0.1 s) and returns how many
+    deliveries it handled, early when the queue runs dry; if no send finished within the slice it
+    waits up to `wait` for one, so the worker does not go to sleep while slots are about to free
+    up. The worker's other jobs get their turn between calls, and a stop request is seen there.
+    After a stop the worker calls no more: the sends in flight finish and are recorded (the pool's
+    threads are joined at interpreter exit), and nothing new is claimed.
     """
 
     name = "notification_deliveries"
     channel = DELIVERY_CHANNEL
 
-    def __init__(self, *, concurrency: int | None = None, wait: float = 1.0):
+    def __init__(self, *, concurrency: int | None = None, time_slice: float = 0.1, wait: float = 1.0):
         self.concurrency = concurrency or settings.IOTHUB_NOTIFICATION_CONCURRENCY
+        self.time_slice = time_slice
         self.wait = wait
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
         self._in_flight: set[Future] = set()
 
     def run_once(self) -> int:
-        handled = self._collect(timeout=0)
-        # Every free slot claims: on an empty queue that is `concurrency` cheap queries a round.
-        while len(self._in_flight) < self.concurrency:
-            self._in_flight.add(self._pool.submit(_send_next_in_thread))
-        if not handled:
-            # Wait for a send to finish, so the worker does not go to sleep while sends are in
-            # flight and slots are about to free up; bounded, so the other jobs keep their turns.
-            handled = self._collect(timeout=self.wait)
-        return handled
+        handled, waited_long = 0, False
+        deadline = time.monotonic() + self.time_slice
+        while True:
+            # Every free slot claims: on an empty queue that is `concurrency` cheap queries.
+            while len(self._in_flight) < self.concurrency:
+                self._in_flight.add(self._pool.submit(_send_next_in_thread))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if handled or waited_long:
+                    return handled
+                remaining, waited_long = self.wait, True
+            finished, found = self._collect(timeout=remaining)
+            handled += found
+            if finished and not found:
+                return handled  # the sends that finished found nothing due: the queue ran dry
 
-    def _collect(self, *, timeout: float) -> int:
-        """Deliveries sent (or attempted) by the sends that finished within `timeout`."""
-        if not self._in_flight:
-            return 0
+    def _collect(self, *, timeout: float) -> tuple[int, int]:
+        """Sends that finished within `timeout`, and how many of them handled a delivery."""
         done, self._in_flight = wait_futures(self._in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-        return sum(1 for future in done if future.result())
+        return len(done), sum(1 for future in done if future.result())
 
     def next_due(self) -> datetime | None:
         return deliveries_next_due_at()
