@@ -29,7 +29,7 @@ from iothub.rules.models import Rule
 logger = logging.getLogger(__name__)
 
 # The LISTEN/NOTIFY channel that wakes the delivery job when deliveries become due.
-DELIVERY_CHANNEL = "notification_deliveries"
+DELIVERY_CHANNEL = "iothub_notification_deliveries"
 
 # Bounds of a template's numbers (docs/notifications.md). Lower priority numbers are sent first.
 PRIORITY_MIN, PRIORITY_MAX = 0, 10

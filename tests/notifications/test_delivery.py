@@ -13,6 +13,7 @@ import pytest
 from iothub.events.models import Event
 from iothub.notifications.delivery import DeliveryJob, deliveries_next_due_at, deliveries_send_due
 from iothub.notifications.models import NotificationDelivery
+from iothub.worker.jobs import worker_jobs
 from tests.notifications.conftest import deliver_until_settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,7 +176,7 @@ def test_the_worker_job_keeps_its_concurrency_in_flight_and_reports_what_it_sent
     )
     event_factory(template)
     job = DeliveryJob(concurrency=3)
-    assert job.channel == "notification_deliveries"
+    assert job.channel == "iothub_notification_deliveries"
     handled, deadline = 0, time.monotonic() + 10
     try:
         while handled < 9 and time.monotonic() < deadline:
@@ -187,3 +188,9 @@ def test_the_worker_job_keeps_its_concurrency_in_flight_and_reports_what_it_sent
     assert handled == 9
     assert webhook_receiver.most_in_flight == 3
     assert NotificationDelivery.objects.filter(status="sent").count() == 9
+
+
+def test_the_worker_runs_the_delivery_job():
+    jobs = {job.name: job for job in worker_jobs()}
+    assert isinstance(jobs["notification_deliveries"], DeliveryJob)
+    assert jobs["notification_deliveries"].channel == "iothub_notification_deliveries"
