@@ -54,3 +54,14 @@ def model_from_row(model: type[models.Model], values) -> models.Model:
         if hasattr(field, "from_db_value"):
             row[index] = field.from_db_value(row[index], None, connection)
     return model.from_db("default", model_columns(model), row)
+
+
+# What PostgreSQL aborts to break a cycle or a conflict, leaving nothing written: the work can
+# simply run again. Deadlocks happen on the hypertable when concurrent inserts create the same new
+# chunk (TimescaleDB locks the tables the chunk's foreign key points at), once per chunk interval.
+RETRYABLE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a database error, raw or as Django wraps it, is one a fresh attempt can clear."""
+    return isinstance(error, RETRYABLE_ERRORS) or isinstance(error.__cause__, RETRYABLE_ERRORS)

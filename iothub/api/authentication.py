@@ -9,14 +9,17 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from iothub.devices.models import Device
-from iothub.devices.selectors import device_get_by_token
+from iothub.ingest.selectors import sender_get_by_token
+from iothub.rules.models import Rule
 
 
 @dataclass(frozen=True)
 class DevicePrincipal:
-    """Stands in for `request.user` when a device authenticates."""
+    """Stands in for `request.user` when a device authenticates; carries the device's enabled
+    rules, read in the same query, for ingest to evaluate."""
 
     device: Device
+    rules: list[Rule]
     is_authenticated: bool = True
     is_superuser: bool = False
 
@@ -37,10 +40,10 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
             token = header[1].decode()
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("The device token has invalid characters.") from None
-        device = device_get_by_token(token=token)
-        if device is None:
+        sender = sender_get_by_token(token=token)
+        if sender is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked device token.")
-        return DevicePrincipal(device), device
+        return DevicePrincipal(sender.device, sender.rules), sender.device
 
     def authenticate_header(self, request) -> str:
         return f'{self.keyword} realm="devices"'

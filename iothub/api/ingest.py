@@ -107,7 +107,7 @@ class TelemetryIngestView(APIView):
             )
         except IngestRejected as rejected:
             return Response(rejected.as_dict(), status=rejected.status)
-        result = telemetry_ingest(device=device, readings=readings)
+        result = telemetry_ingest(device=device, readings=readings, rules=request.user.rules)
         return Response(
             {
                 "count": len(result.readings),

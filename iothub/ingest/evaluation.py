@@ -15,11 +15,13 @@ For each reading, in timestamp order, and each enabled rule of the device:
 Everything an event must do afterwards is written as rows here (outbox); nothing external is
 called inside the transaction. Locks are taken in one order: the device row first (ingest updated
 it before this runs, so the requests of one device take turns), then the rules it claims; nothing
-else locks more than one rule. A device with no enabled rule costs one indexed query, and so does
-one whose rules do not trigger.
+else locks more than one rule. Ingest reads the enabled rules with the device (one query for both)
+and, when no condition holds for any reading (`readings_may_trigger`), writes without a
+transaction block and never comes here; otherwise evaluation costs no further read.
 """
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from iothub.devices.models import Device
 from iothub.events.models import Event
@@ -28,15 +30,27 @@ from iothub.machines.services import machine_command_enqueue
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
 from iothub.rules.conditions import condition_matches, metric_decimal
+from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
 from iothub.rules.services import rule_trigger_claim
-from iothub.telemetry.services import StoredReading
+from iothub.telemetry.services import NewReading, StoredReading
 
 
-def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> list[Event]:
+def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule]) -> bool:
+    """Whether any rule's condition holds for any reading: the pure comparison alone, no database.
+    When it is False, no event can be raised and ingest needs no transaction around its write."""
+    primary_metric = device.device_type.metric_name
+    return any(_condition_value(rule, reading, primary_metric) is not None for reading in readings for rule in rules)
+
+
+def readings_evaluate(
+    *, device: Device, readings: Sequence[StoredReading], rules: Sequence[Rule] | None = None
+) -> list[Event]:
     """Evaluate the device's enabled rules on the readings, in timestamp order; return the events
-    raised. Runs inside the ingest transaction, after the readings are inserted."""
-    rules = rules_enabled_for_device(device_id=device.id)
+    raised. Runs inside the ingest transaction, after the readings are inserted. `rules`: the
+    device's enabled rules if the caller read them already (ingest reads them with the device)."""
+    if rules is None:
+        rules = rules_enabled_for_device(device_id=device.id)
     if not rules:
         return []
     primary_metric = device.device_type.metric_name
@@ -45,18 +59,25 @@ def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> l
     # cooldown and the ones inside its window do not; ties keep the order they were stored in.
     for reading in sorted(readings, key=lambda r: (r.timestamp, r.id)):
         for rule in rules:
-            metric = rule.metric or primary_metric
-            value = metric_decimal(reading.metrics.get(metric))
+            value = _condition_value(rule, reading, primary_metric)
             if value is None:
-                continue
-            if not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
                 continue
             if not rule_trigger_claim(rule_id=rule.id, at=reading.timestamp):
                 continue
+            metric = rule.metric or primary_metric
             event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
             _actions_enqueue(event=event, actions=rule_actions(rule))
             events.append(event)
     return events
+
+
+def _condition_value(rule: Rule, reading: NewReading | StoredReading, primary_metric: str) -> Decimal | None:
+    """The value the rule reads from the reading when its condition holds; None when it does not,
+    or when the reading lacks the metric (or carries no finite number for it)."""
+    value = metric_decimal(reading.metrics.get(rule.metric or primary_metric))
+    if value is None or not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
+        return None
+    return value
 
 
 def _actions_enqueue(*, event: Event, actions: list[dict]) -> None:

@@ -3,16 +3,22 @@ evaluated, in one transaction. The caller replies only after it commits, so an a
 reading is a committed one."""
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
+import psycopg
+from django.db import DatabaseError, connection, transaction
 
-from iothub.db import execute_prepared
+from iothub.db import execute_prepared, is_retryable
 from iothub.devices.models import Device
 from iothub.events.models import Event
-from iothub.ingest.evaluation import readings_evaluate
+from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
+from iothub.rules.models import Rule
 from iothub.telemetry.services import NewReading, StoredReading
+
+logger = logging.getLogger(__name__)
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -21,12 +27,35 @@ class IngestResult:
     events: list[Event]
 
 
-def telemetry_ingest(*, device: Device, readings: Sequence[NewReading]) -> IngestResult:
-    """Store validated readings of one device; all or nothing."""
+def telemetry_ingest(
+    *, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule] | None = None
+) -> IngestResult:
+    """Store validated readings of one device; all or nothing.
+
+    `rules` are the device's enabled rules when the caller has read them already (ingest reads them
+    with the device); None reads them here.
+    """
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _ingest(device=device, readings=readings, rules=rules)
+        except (DatabaseError, psycopg.Error) as error:
+            # Everything was rolled back; a deadlock on a new chunk clears on the next attempt.
+            # (Inside a caller's transaction the error has spoilt that transaction: not ours to retry.)
+            if attempt == ATTEMPTS or not is_retryable(error) or connection.in_atomic_block:
+                raise
+            logger.warning("ingest for device %s retried after %s", device.id, type(error).__name__)
+    raise AssertionError("unreachable")
+
+
+def _ingest(*, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule] | None) -> IngestResult:
+    if rules is not None and not readings_may_trigger(device=device, readings=readings, rules=rules):
+        # Nothing can raise an event, so the write is the whole request: one statement, atomic on
+        # its own, committed as it returns. No transaction block, no round trips to open and close it.
+        return IngestResult(readings=_store_and_record(device=device, readings=readings), events=[])
     with transaction.atomic():
         stored = _store_and_record(device=device, readings=readings)
         # The rules engine's place: inside the transaction, after the rows exist.
-        events = readings_evaluate(device=device, readings=stored)
+        events = readings_evaluate(device=device, readings=stored, rules=rules)
     return IngestResult(readings=stored, events=events)
 
 
