@@ -84,6 +84,8 @@ INSTALLED_APPS = [
     "iothub.notifications",
     # Faces.
     "iothub.api",
+    "iothub.dashboard",
+    "iothub.simulator",
 ]
 
 MIDDLEWARE = [
@@ -143,7 +145,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# The dashboard's own login page (Django's auth views); the admin keeps its own.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 # ------------------------------------------------------------------------------------------------
 # Internationalisation and time
@@ -162,6 +167,12 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Without collectstatic (development, tests) WhiteNoise finds files through the finders.
 WHITENOISE_USE_FINDERS = True
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js for the dashboard's charts, from the installed `plotly` package.
+    "iothub.dashboard.finders.PlotlyJsFinder",
+]
 
 # ------------------------------------------------------------------------------------------------
 # REST API
