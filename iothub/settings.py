@@ -86,9 +86,12 @@ INSTALLED_APPS = [
     "iothub.api",
     "iothub.dashboard",
     "iothub.simulator",
+    "iothub.monitoring",
 ]
 
 MIDDLEWARE = [
+    # Outermost: one log line and one count per request, whatever answers it (no database access).
+    "iothub.monitoring.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -231,15 +234,28 @@ IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
 
 # ------------------------------------------------------------------------------------------------
-# Logging: one line per record on stderr, for the process manager to collect.
+# Metrics for Prometheus at /metrics (docs/monitoring.md): who may scrape.
 # ------------------------------------------------------------------------------------------------
+# A scraper presenting `Authorization: Bearer <token>` is served; empty: no token accepted.
+IOTHUB_METRICS_TOKEN = env_str("IOTHUB_METRICS_TOKEN", "")
+# Client addresses served without the token (the TCP peer: behind a proxy, use the token).
+IOTHUB_METRICS_ALLOWED_NETWORKS = env_list("IOTHUB_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
+# ------------------------------------------------------------------------------------------------
+# Logging: one line per record on stderr, for the process manager to collect: JSON objects
+# (LOG_FORMAT=json, the default) or plain text. One line per request (logger iothub.request).
+# ------------------------------------------------------------------------------------------------
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "iothub.monitoring.logformat.HubJsonFormatter"},
     },
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "line"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
