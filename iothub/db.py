@@ -39,3 +39,18 @@ def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchall()
+
+
+def model_columns(model: type[models.Model]) -> list[str]:
+    """The model's column names, in field order: the SELECT list for `model_from_row`."""
+    return [field.attname for field in model._meta.concrete_fields]
+
+
+def model_from_row(model: type[models.Model], values) -> models.Model:
+    """An instance from a raw row of `model_columns(model)`, converted as the ORM would (JSON text
+    to Python for JSON fields); `Model.from_db` alone does not convert."""
+    row = list(values)
+    for index, field in enumerate(model._meta.concrete_fields):
+        if hasattr(field, "from_db_value"):
+            row[index] = field.from_db_value(row[index], None, connection)
+    return model.from_db("default", model_columns(model), row)

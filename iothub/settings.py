@@ -82,6 +82,9 @@ INSTALLED_APPS = [
     "iothub.rules",
     "iothub.events",
     "iothub.notifications",
+    "iothub.machines",
+    # Flows.
+    "iothub.worker",
     # Faces.
     "iothub.api",
     "iothub.dashboard",
@@ -214,6 +217,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DeviceStatusEnum": "iothub.devices.models.DeviceStatus",
         "MetricNameEnum": "iothub.devices.models.MetricName",
+        "RuleOperatorEnum": "iothub.rules.models.Operator",
+        "SeverityEnum": "iothub.rules.models.Severity",
+        "EventStatusEnum": "iothub.events.models.EventStatus",
     },
     # Devices authenticate to ingest with their own token; the ingest's authentication extension
     # refers to this scheme by name (see iothub/api/schema.py).
@@ -232,6 +238,23 @@ IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUT
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
+
+# ------------------------------------------------------------------------------------------------
+# The worker (`manage.py run_worker`) and the plant's machine API (the `stop_machine` action).
+# See docs/worker.md.
+# ------------------------------------------------------------------------------------------------
+# Base URL of the machine-control API; the hub POSTs {base}/machines/{machine_id}/stop. Empty: not
+# configured, and stop_machine actions fail after their retries, saying so.
+IOTHUB_MACHINE_API_URL = env_str("IOTHUB_MACHINE_API_URL", "")
+# Sent as `Authorization: Bearer <token>` when set.
+IOTHUB_MACHINE_API_TOKEN = env_str("IOTHUB_MACHINE_API_TOKEN", "")
+IOTHUB_MACHINE_API_TIMEOUT_SECONDS = env_int("IOTHUB_MACHINE_API_TIMEOUT_SECONDS", 10, minimum=1)
+# Attempts per action, the first included; the delay before a retry doubles after each one.
+IOTHUB_MACHINE_API_MAX_ATTEMPTS = env_int("IOTHUB_MACHINE_API_MAX_ATTEMPTS", 4, minimum=1)
+IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS = env_int("IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS", 5, minimum=0)
+# How often the worker runs its periodic tasks.
+IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
+IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # Metrics for Prometheus at /metrics (docs/monitoring.md): who may scrape.

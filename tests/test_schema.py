@@ -20,6 +20,12 @@ EXTENSION_COLUMNS = {
     ("devices", "latest_metrics"),
     ("rules", "metric"),
     ("rules", "severity"),
+    ("events", "acknowledged_at"),
+    ("events", "acknowledged_by_id"),
+    ("events", "acknowledgement_note"),
+    ("events", "resolved_at"),
+    ("events", "resolved_by_id"),
+    ("events", "resolution_note"),
 }
 
 TYPE_MAP = {

@@ -8,8 +8,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from iothub.api.devices import DeviceTypeViewSet, DeviceViewSet
+from iothub.api.events import EventViewSet
 from iothub.api.health import HealthView
 from iothub.api.ingest import TelemetryIngestView
+from iothub.api.rules import RuleViewSet
 from iothub.api.telemetry import (
     TelemetryAggregateView,
     TelemetryExportView,
@@ -20,6 +22,8 @@ from iothub.api.telemetry import (
 router = DefaultRouter()
 router.register("device-types", DeviceTypeViewSet, basename="device-type")
 router.register("devices", DeviceViewSet, basename="device")
+router.register("rules", RuleViewSet, basename="rule")
+router.register("events", EventViewSet, basename="event")
 
 urlpatterns = [
     path("api/v1/telemetry/", TelemetryIngestView.as_view(), name="telemetry-ingest"),

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from iothub.db import execute_prepared
+from iothub.db import execute_prepared, model_columns, model_from_row
 from iothub.devices.models import Device, DeviceType
 from iothub.devices.services import device_token_hash
 
@@ -16,8 +16,8 @@ def device_list() -> QuerySet[Device]:
     return Device.objects.select_related("device_type").order_by("name", "id")
 
 
-_DEVICE_COLUMNS = [f.attname for f in Device._meta.concrete_fields]
-_TYPE_COLUMNS = [f.attname for f in DeviceType._meta.concrete_fields]
+_DEVICE_COLUMNS = model_columns(Device)
+_TYPE_COLUMNS = model_columns(DeviceType)
 # Every ingest request runs this, so it is written once here rather than compiled by the ORM each
 # time (which costs more than the query itself); the column lists come from the models.
 _BY_TOKEN_SQL = (
@@ -38,6 +38,6 @@ def device_get_by_token(*, token: str) -> Device | None:
     if not rows:
         return None
     row = rows[0]
-    device = Device.from_db("default", _DEVICE_COLUMNS, row[: len(_DEVICE_COLUMNS)])
-    device.device_type = DeviceType.from_db("default", _TYPE_COLUMNS, row[len(_DEVICE_COLUMNS) :])
+    device = model_from_row(Device, row[: len(_DEVICE_COLUMNS)])
+    device.device_type = model_from_row(DeviceType, row[len(_DEVICE_COLUMNS) :])
     return device

@@ -1,5 +1,6 @@
 """The spec's `events` table: what a rule raised, and what its actions did."""
 
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils import timezone
@@ -25,6 +26,33 @@ class Event(models.Model):
     execution_results = models.JSONField(default=list)
     metadata = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=EventStatus.choices, default=EventStatus.NEW, db_default="new")
+    # Extensions: who moved the event along its lifecycle, when, and what they noted. The user
+    # columns carry no database constraint (the spec's tables have only the spec's foreign keys);
+    # Django sets them to NULL when a user is deleted.
+    acknowledged_at = models.DateTimeField(null=True, blank=True, editable=False)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
+    )
+    acknowledgement_note = models.TextField(null=True, blank=True, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
+    )
+    resolution_note = models.TextField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "events"

@@ -1,18 +1,69 @@
 """Where the rules engine plugs into ingest: the stored readings of one request, evaluated against
 the device's enabled rules inside the ingest transaction.
 
+For each reading, in timestamp order, and each enabled rule of the device:
+
+1. the value is the reading's `metrics[rule.metric or device_type.metric_name]`; a reading
+   without it, or with a value that is not a finite number, is not evaluated by that rule;
+2. the pure comparison (`iothub.rules.conditions`) decides whether the condition holds;
+3. if it does, the cooldown is claimed atomically on the reading's timestamp
+   (`rule_trigger_claim`); only the claim's winner raises an event, so concurrent messages over the
+   threshold raise one;
+4. the event is written with one `pending` entry per action, and each action's outbox rows:
+   notification deliveries, machine commands (which NOTIFY the worker at commit).
+
 Everything an event must do afterwards is written as rows here (outbox); nothing external is
-called inside the transaction.
+called inside the transaction. Locks are taken in one order: the device row first (ingest updated
+it before this runs, so the requests of one device take turns), then the rules it claims; nothing
+else locks more than one rule. A device with no enabled rule costs one indexed query, and so does
+one whose rules do not trigger.
 """
 
 from collections.abc import Sequence
 
 from iothub.devices.models import Device
 from iothub.events.models import Event
+from iothub.events.services import RESULT_PENDING, event_raise, rule_actions
+from iothub.machines.services import machine_command_enqueue
+from iothub.notifications.services import notification_deliveries_enqueue
+from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
+from iothub.rules.conditions import condition_matches, metric_decimal
+from iothub.rules.selectors import rules_enabled_for_device
+from iothub.rules.services import rule_trigger_claim
 from iothub.telemetry.services import StoredReading
 
 
 def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> list[Event]:
     """Evaluate the device's enabled rules on the readings, in timestamp order; return the events
     raised. Runs inside the ingest transaction, after the readings are inserted."""
-    return []
+    rules = rules_enabled_for_device(device_id=device.id)
+    if not rules:
+        return []
+    primary_metric = device.device_type.metric_name
+    events: list[Event] = []
+    # Oldest first, so that in a buffered batch the first reading over the threshold claims the
+    # cooldown and the ones inside its window do not; ties keep the order they were stored in.
+    for reading in sorted(readings, key=lambda r: (r.timestamp, r.id)):
+        for rule in rules:
+            metric = rule.metric or primary_metric
+            value = metric_decimal(reading.metrics.get(metric))
+            if value is None:
+                continue
+            if not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
+                continue
+            if not rule_trigger_claim(rule_id=rule.id, at=reading.timestamp):
+                continue
+            event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
+            _actions_enqueue(event=event, actions=rule_actions(rule))
+            events.append(event)
+    return events
+
+
+def _actions_enqueue(*, event: Event, actions: list[dict]) -> None:
+    for index, (action, result) in enumerate(zip(actions, event.execution_results, strict=True)):
+        if result["status"] != RESULT_PENDING:
+            continue  # refused when the event was raised; the entry says why
+        if action["type"] == NOTIFICATION:
+            notification_deliveries_enqueue(event=event, action_index=index, action=action)
+        elif action["type"] == STOP_MACHINE:
+            machine_command_enqueue(event=event, action_index=index, machine_id=action["machine_id"])

@@ -1,0 +1,289 @@
+"""The rules API: `/api/v1/rules/` (CRUD, filters by device and enabled) and the backtest.
+
+Views are thin: DRF checks the shape of the input, the domain validates (`iothub.rules.actions`
+for `action_config`, shared with the admin) and writes (`iothub.rules.services`).
+"""
+
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from iothub.rules.actions import action_config_validate
+from iothub.rules.backtest import MAX_FIRST_EVENTS, MAX_MATCHES, MAX_RANGE, rule_backtest
+from iothub.rules.models import Operator, Rule
+from iothub.rules.selectors import rule_list
+from iothub.rules.services import (
+    DEFAULT_COOLDOWN_MINUTES,
+    MAX_COOLDOWN_MINUTES,
+    METRIC_NAME,
+    RuleHasEvents,
+    rule_create,
+    rule_delete,
+    rule_update,
+)
+
+_RECIPIENT_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "format": "email", "description": "An email address."},
+        {
+            "type": "object",
+            "description": "A recipient as in a notification template's `recipients`.",
+            "properties": {
+                "type": {"type": "string", "enum": ["email", "sms", "webhook"]},
+                "address": {"type": "string", "description": "For `email`."},
+                "phone": {"type": "string", "description": "For `sms`, e.g. +380501234567."},
+                "url": {"type": "string", "format": "uri", "description": "For `webhook`."},
+                "name": {"type": "string"},
+            },
+            "required": ["type"],
+            "additionalProperties": False,
+        },
+    ]
+}
+_ACTION_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 20,
+    "items": {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "notification",
+                "properties": {
+                    "type": {"type": "string", "enum": ["notification"]},
+                    "template_id": {"type": "integer", "description": "An active notification template."},
+                    "recipients": {"type": "array", "items": _RECIPIENT_SCHEMA, "maxItems": 50},
+                },
+                "required": ["type", "template_id"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "title": "stop_machine",
+                "properties": {
+                    "type": {"type": "string", "enum": ["stop_machine"]},
+                    "machine_id": {"type": "string", "maxLength": 255},
+                },
+                "required": ["type", "machine_id"],
+                "additionalProperties": False,
+            },
+        ]
+    },
+    "example": [
+        {"type": "notification", "template_id": 5, "recipients": ["admin@company.com"]},
+        {"type": "stop_machine", "machine_id": "M-123"},
+    ],
+}
+
+
+@extend_schema_field(_ACTION_SCHEMA)
+class ActionConfigField(serializers.JSONField):
+    """`action_config`, validated by the domain's `action_config_validate`."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        try:
+            return action_config_validate(data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict["action_config"]) from None
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    metric = serializers.CharField(
+        max_length=50,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="The metric the rule reads from each message's `metrics`; null: the device type's `metric_name`.",
+    )
+    cooldown_minutes = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_COOLDOWN_MINUTES,
+        default=DEFAULT_COOLDOWN_MINUTES,
+        help_text="Minimum time between two events of this rule, measured on the readings' timestamps. "
+        "0: every matching reading raises one. Reads null for a row written without it (the default, 15).",
+    )
+    is_enabled = serializers.BooleanField(default=True, help_text="A disabled rule is not evaluated.")
+    action_config = ActionConfigField(help_text="What the rule does when it triggers, in order.")
+
+    class Meta:
+        model = Rule
+        fields = [
+            "id",
+            "device",
+            "name",
+            "description",
+            "metric",
+            "operator",
+            "threshold",
+            "severity",
+            "cooldown_minutes",
+            "is_enabled",
+            "action_config",
+            "last_triggered_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "last_triggered_at", "created_at", "updated_at"]
+
+    def validate_metric(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not METRIC_NAME.fullmatch(value):
+            raise serializers.ValidationError(
+                f"{value!r} is not a metric name: a letter, then letters, digits, _ . - (at most 50)"
+            )
+        return value
+
+
+class RuleFilter(filters.FilterSet):
+    is_enabled = filters.BooleanFilter(
+        method="filter_is_enabled", help_text="true: enabled rules; false: disabled ones (NULL reads as disabled)."
+    )
+
+    class Meta:
+        model = Rule
+        fields = ["device", "is_enabled", "severity", "operator"]
+
+    def filter_is_enabled(self, queryset, name, value):
+        if value:
+            return queryset.filter(is_enabled=True)
+        return queryset.filter(Q(is_enabled=False) | Q(is_enabled__isnull=True))
+
+
+class BacktestRequestSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(
+        required=False, help_text="Start of the range (inclusive). Default: 7 days before `end`."
+    )
+    end = serializers.DateTimeField(required=False, help_text="End of the range (exclusive). Default: now.")
+    operator = serializers.ChoiceField(choices=Operator.choices, required=False, help_text="Draft: default the rule's.")
+    threshold = serializers.DecimalField(
+        max_digits=15, decimal_places=4, required=False, help_text="Draft: default the rule's."
+    )
+    metric = serializers.CharField(max_length=50, required=False, help_text="Draft: default the rule's.")
+    cooldown_minutes = serializers.IntegerField(
+        min_value=0, max_value=MAX_COOLDOWN_MINUTES, required=False, help_text="Draft: default the rule's."
+    )
+    first = serializers.IntegerField(
+        min_value=0, max_value=MAX_FIRST_EVENTS, default=10, help_text="How many of the events to list."
+    )
+
+    def validate_metric(self, value: str) -> str:
+        if not METRIC_NAME.fullmatch(value):
+            raise serializers.ValidationError(f"{value!r} is not a metric name")
+        return value
+
+    def validate(self, attrs):
+        end = attrs.setdefault("end", timezone.now())
+        start = attrs.setdefault("start", end - timedelta(days=7))
+        if end <= start:
+            raise serializers.ValidationError({"end": ["must be after start"]})
+        if end - start > MAX_RANGE:
+            raise serializers.ValidationError(
+                {"start": [f"the range is longer than {MAX_RANGE.days} days; backtest it in parts"]}
+            )
+        return attrs
+
+
+class BacktestEventSerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    value = serializers.DecimalField(max_digits=30, decimal_places=None, coerce_to_string=True)
+    telemetry_id = serializers.IntegerField()
+
+
+class BacktestResultSerializer(serializers.Serializer):
+    rule = serializers.UUIDField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    condition = serializers.DictField(help_text="What was replayed: metric, operator, threshold, cooldown_minutes.")
+    events = serializers.IntegerField(help_text="How many events the rule would have raised.")
+    matching_readings = serializers.IntegerField(help_text="Readings that met the condition, cooldown or not.")
+    first_events = BacktestEventSerializer(many=True)
+    truncated = serializers.BooleanField(
+        help_text=f"True when more than {MAX_MATCHES} readings matched: the counts cover up to `scanned_until`."
+    )
+    scanned_until = serializers.DateTimeField()
+
+
+@extend_schema_view(
+    destroy=extend_schema(
+        description="Delete a rule that never raised an event. A rule with events is kept for their "
+        "history: 409; disable it instead (`is_enabled: false`).",
+        responses={
+            status.HTTP_204_NO_CONTENT: None,
+            status.HTTP_409_CONFLICT: OpenApiResponse(description="The rule has events."),
+        },
+    )
+)
+class RuleViewSet(viewsets.ModelViewSet):
+    """Threshold rules: per device, `metric operator threshold` with a cooldown and actions.
+
+    An edit applies to the next message the device sends: rules are read on every message."""
+
+    serializer_class = RuleSerializer
+    filterset_class = RuleFilter
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "severity", "last_triggered_at", "created_at", "updated_at"]
+
+    def get_queryset(self):
+        return rule_list()
+
+    def perform_create(self, serializer):
+        serializer.instance = rule_create(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = rule_update(rule=serializer.instance, data=serializer.validated_data)
+
+    def destroy(self, request, *args, **kwargs):
+        try:
+            rule_delete(rule=self.get_object())
+        except RuleHasEvents as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=BacktestRequestSerializer,
+        responses={status.HTTP_200_OK: BacktestResultSerializer},
+        description="How many events the rule, or a draft of it (any of `operator`, `threshold`, "
+        "`metric`, `cooldown_minutes` changed), would have raised on the readings stored in "
+        f"`[start, end)`, honouring the cooldown, with the first few. Writes nothing. The range is at "
+        f"most {MAX_RANGE.days} days; at most {MAX_MATCHES} matching readings are replayed "
+        "(`truncated` says when the cap was hit).",
+    )
+    @action(detail=True, methods=["post"])
+    def backtest(self, request, pk=None):
+        rule = self.get_object()
+        params = BacktestRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        condition = {
+            "metric": data.get("metric") or rule.metric or rule.device.device_type.metric_name,
+            "operator": data.get("operator", rule.operator),
+            "threshold": data.get("threshold", rule.threshold),
+            "cooldown_minutes": data.get(
+                "cooldown_minutes",
+                rule.cooldown_minutes if rule.cooldown_minutes is not None else DEFAULT_COOLDOWN_MINUTES,
+            ),
+        }
+        result = rule_backtest(
+            device_id=rule.device_id, start=data["start"], end=data["end"], first=data["first"], **condition
+        )
+        body = {
+            "rule": rule.id,
+            "start": data["start"],
+            "end": data["end"],
+            "condition": {**condition, "threshold": f"{condition['threshold']:.4f}"},
+            "events": result.events,
+            "matching_readings": result.matching_readings,
+            "first_events": result.first_events,
+            "truncated": result.truncated,
+            "scanned_until": result.scanned_until,
+        }
+        return Response(BacktestResultSerializer(body).data)

@@ -1,0 +1,183 @@
+"""What a rule does when it triggers: the `action_config` list and its validation.
+
+The spec's example is the format:
+
+    [
+      {"type": "notification", "template_id": 5, "recipients": ["admin@company.com"]},
+      {"type": "stop_machine", "machine_id": "M-123"}
+    ]
+
+- `notification`: `template_id` (required) names an existing, active notification template;
+  `recipients` (optional) adds to the template's own: a bare string is an email address, an object
+  has the templates' shape (`{"type": "email", "address"}`, `{"type": "sms", "phone"}`,
+  `{"type": "webhook", "url"}`, each with an optional `name`).
+- `stop_machine`: `machine_id` (required), the plant's identifier of the machine to stop.
+
+Unknown action types and unknown keys are refused, so that a typo (`"machine"` for `"machine_id"`)
+is caught when the rule is saved, not when it fires. The API and the admin both validate through
+`action_config_validate`; nothing here knows of HTTP.
+"""
+
+import re
+
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
+
+NOTIFICATION = "notification"
+STOP_MACHINE = "stop_machine"
+ACTION_TYPES = (NOTIFICATION, STOP_MACHINE)
+
+ACTION_KEYS = {
+    NOTIFICATION: {"required": {"type", "template_id"}, "optional": {"recipients"}},
+    STOP_MACHINE: {"required": {"type", "machine_id"}, "optional": set()},
+}
+RECIPIENT_KEYS = {"email": "address", "sms": "phone", "webhook": "url"}
+
+MAX_ACTIONS = 20
+MAX_RECIPIENTS = 50
+MACHINE_ID_MAX_LENGTH = 255  # machine_commands.machine_id
+# E.164: a plus and up to 15 digits; spaces and dashes as people write them are tolerated.
+PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,20}")
+_url_validator = URLValidator(schemes=["http", "https"])
+
+
+def action_config_validate(config: object) -> list[dict]:
+    """Return `config` if it is a valid action list, else raise `ValidationError` on the field
+    `action_config` with one message per problem, each starting with the action's position and
+    key (`[1].machine_id: is required`)."""
+    if not isinstance(config, list):
+        raise ValidationError({"action_config": ['must be a list of actions, e.g. [{"type": "stop_machine", ...}]']})
+    if not config:
+        raise ValidationError({"action_config": ["must hold at least one action"]})
+    if len(config) > MAX_ACTIONS:
+        raise ValidationError({"action_config": [f"holds {len(config)} actions; the limit is {MAX_ACTIONS}"]})
+
+    problems: list[tuple[int, str]] = []
+    template_refs: dict[int, list[int]] = {}
+    for index, action in enumerate(config):
+        problems.extend((index, problem) for problem in _action_problems(action, where=f"[{index}]"))
+        if isinstance(action, dict) and action.get("type") == NOTIFICATION and _is_id(action.get("template_id")):
+            template_refs.setdefault(action["template_id"], []).append(index)
+    problems.extend(_template_problems(template_refs))
+    if problems:
+        # In the order of the actions (a stable sort keeps each action's own order).
+        raise ValidationError({"action_config": [message for _, message in sorted(problems, key=lambda p: p[0])]})
+    return config
+
+
+def action_shape_problem(action: object) -> str | None:
+    """The first problem of one action's shape, without reading the database; None if none.
+
+    For ingest, which must not trust rows a SQL client may have written past the API's validation.
+    """
+    problems = _action_problems(action, where="")
+    return problems[0].lstrip(".:").strip() if problems else None
+
+
+def _action_problems(action: object, *, where: str) -> list[str]:
+    if not isinstance(action, dict):
+        return [f"{where}: must be an object with a `type`"]
+    kind = action.get("type")
+    if kind not in ACTION_TYPES:
+        return [f"{where}.type: {kind!r} is not a known action; expected one of {', '.join(ACTION_TYPES)}"]
+    problems: list[str] = []
+    keys = ACTION_KEYS[kind]
+    for key in sorted(keys["required"] - set(action)):
+        problems.append(f"{where}.{key}: is required for a {kind} action")
+    for key in sorted(set(action) - keys["required"] - keys["optional"]):
+        allowed = ", ".join(sorted(keys["required"] | keys["optional"]))
+        problems.append(f"{where}.{key}: unknown key for a {kind} action; it takes {allowed}")
+    if kind == NOTIFICATION:
+        if "template_id" in action and not _is_id(action["template_id"]):
+            problems.append(f"{where}.template_id: must be the integer id of a notification template")
+        if "recipients" in action:
+            problems.extend(_recipients_problems(action["recipients"], where=f"{where}.recipients"))
+    elif kind == STOP_MACHINE and "machine_id" in action:
+        problems.extend(_machine_id_problems(action["machine_id"], where=f"{where}.machine_id"))
+    return problems
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _machine_id_problems(machine_id: object, *, where: str) -> list[str]:
+    if not isinstance(machine_id, str) or not machine_id.strip():
+        return [f"{where}: must be a non-empty string, the plant's id of the machine"]
+    if len(machine_id) > MACHINE_ID_MAX_LENGTH:
+        return [f"{where}: is {len(machine_id)} characters long; the limit is {MACHINE_ID_MAX_LENGTH}"]
+    if machine_id != machine_id.strip() or any(not ch.isprintable() for ch in machine_id):
+        return [f"{where}: must not start or end with spaces nor hold control characters"]
+    return []
+
+
+def _recipients_problems(recipients: object, *, where: str) -> list[str]:
+    if not isinstance(recipients, list):
+        return [f"{where}: must be a list of email addresses or recipient objects"]
+    if len(recipients) > MAX_RECIPIENTS:
+        return [f"{where}: holds {len(recipients)} recipients; the limit is {MAX_RECIPIENTS}"]
+    problems: list[str] = []
+    for position, recipient in enumerate(recipients):
+        here = f"{where}[{position}]"
+        if isinstance(recipient, str):
+            if not _is_email(recipient):
+                problems.append(f"{here}: {recipient!r} is not an email address")
+            continue
+        if not isinstance(recipient, dict):
+            problems.append(f"{here}: must be an email address or an object with a `type`")
+            continue
+        kind = recipient.get("type")
+        if kind not in RECIPIENT_KEYS:
+            problems.append(f"{here}.type: {kind!r} is not a recipient type; expected one of email, sms, webhook")
+            continue
+        key = RECIPIENT_KEYS[kind]
+        unknown = sorted(set(recipient) - {"type", key, "name"})
+        if unknown:
+            problems.append(f"{here}.{unknown[0]}: unknown key for a {kind} recipient; it takes type, {key}, name")
+        value = recipient.get(key)
+        if not isinstance(value, str) or not value:
+            problems.append(f"{here}.{key}: is required for a {kind} recipient")
+        elif kind == "email" and not _is_email(value):
+            problems.append(f"{here}.address: {value!r} is not an email address")
+        elif kind == "sms" and not PHONE.fullmatch(value):
+            problems.append(f"{here}.phone: {value!r} is not a phone number; write it as +<country><number>")
+        elif kind == "webhook" and not _is_url(value):
+            problems.append(f"{here}.url: {value!r} is not an http(s) URL")
+        name = recipient.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 255):
+            problems.append(f"{here}.name: must be a string of at most 255 characters")
+    return problems
+
+
+def _is_email(value: str) -> bool:
+    try:
+        validate_email(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _is_url(value: str) -> bool:
+    try:
+        _url_validator(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _template_problems(refs: dict[int, list[int]]) -> list[tuple[int, str]]:
+    if not refs:
+        return []
+    # Rules sit below notifications in the import graph; the model is looked up by name at call
+    # time, so that the graph stays one-way while the check still reads the real table.
+    template_model = apps.get_model("notifications", "NotificationTemplate")
+    active = dict(template_model.objects.filter(id__in=refs).values_list("id", "is_active"))
+    problems: list[tuple[int, str]] = []
+    for template_id, indexes in refs.items():
+        for index in indexes:
+            if template_id not in active:
+                problems.append((index, f"[{index}].template_id: notification template {template_id} does not exist"))
+            elif not active[template_id]:
+                problems.append((index, f"[{index}].template_id: notification template {template_id} is not active"))
+    return problems

@@ -1,0 +1,65 @@
+"""The rule comparison: a metric value against a threshold, with one of six operators.
+
+Pure: no models, no database, no settings. Values are compared as `Decimal`, so that a reading of
+`15.1` against a threshold stored as `DECIMAL(15,4)` `15.1000` compares exactly as a person reads
+it, never through binary floating point.
+"""
+
+import math
+import operator as _operator
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+# The spec's operators (`rules.operator`), with the symbol a message shows for each.
+OPERATORS: dict[str, Callable[[Decimal, Decimal], bool]] = {
+    "gt": _operator.gt,
+    "lt": _operator.lt,
+    "gte": _operator.ge,
+    "lte": _operator.le,
+    "eq": _operator.eq,
+    "neq": _operator.ne,
+}
+OPERATOR_SYMBOLS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "!="}
+# The same comparisons in SQL, for scans that filter in the database first (the backtest); a fixed
+# table, never built from input.
+SQL_OPERATORS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "<>"}
+
+
+def metric_decimal(raw: object) -> Decimal | None:
+    """A reading's metric value as a `Decimal`, or None when it is not a finite number.
+
+    A JSON float goes through its shortest repr (`16.2` -> `Decimal('16.2')`), which is the number
+    the device wrote. Booleans are not numbers here, although Python treats them as integers.
+    """
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return Decimal(raw)
+    if isinstance(raw, float):
+        return Decimal(repr(raw)) if math.isfinite(raw) else None
+    if isinstance(raw, Decimal):
+        return raw if raw.is_finite() else None
+    if isinstance(raw, str):
+        # Numbers read back from the database as text (the backtest's scan).
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            return None
+        return value if value.is_finite() else None
+    return None
+
+
+def condition_matches(*, operator: str, value: Decimal, threshold: Decimal) -> bool:
+    """Whether `value <operator> threshold` holds. An unknown operator is a programming error."""
+    try:
+        compare = OPERATORS[operator]
+    except KeyError:
+        raise ValueError(f"unknown operator {operator!r}; expected one of {', '.join(OPERATORS)}") from None
+    return compare(value, threshold)
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as a person writes it: `Decimal('15.0000')` -> `15`, `Decimal('16.20')` -> `16.2`,
+    never in exponent notation (`Decimal('100').normalize()` alone would give `1E+2`)."""
+    text = format(value.normalize(), "f")
+    return "0" if text in {"-0", ""} else text

@@ -1,0 +1,145 @@
+"""Writes to rules: creating, editing and deleting them, and claiming a trigger under cooldown."""
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from iothub.devices.models import Device
+from iothub.rules.actions import action_config_validate
+from iothub.rules.models import Rule, Severity
+
+DEFAULT_COOLDOWN_MINUTES = 15  # what a NULL `cooldown_minutes` reads as (the column's default)
+MAX_COOLDOWN_MINUTES = 366 * 24 * 60  # a year; longer is a disabled rule in disguise
+# A metric name as telemetry messages carry it (letters first; digits, `_`, `.`, `-` after).
+METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,49}")
+
+EDITABLE_FIELDS = (
+    "device",
+    "name",
+    "description",
+    "operator",
+    "threshold",
+    "metric",
+    "severity",
+    "cooldown_minutes",
+    "is_enabled",
+    "action_config",
+)
+
+
+def rule_clean(*, rule: Rule) -> None:
+    """Validate a rule before it is written, naming the field of each problem."""
+    errors: dict[str, list[str]] = {}
+    try:
+        rule.full_clean(exclude=["action_config"], validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if rule.metric is not None and not METRIC_NAME.fullmatch(rule.metric):
+        errors.setdefault("metric", []).append(
+            f"{rule.metric!r} is not a metric name: a letter, then letters, digits, _ . - (at most 50)"
+        )
+    if rule.cooldown_minutes is not None and not 0 <= rule.cooldown_minutes <= MAX_COOLDOWN_MINUTES:
+        errors.setdefault("cooldown_minutes", []).append(f"must be between 0 and {MAX_COOLDOWN_MINUTES}")
+    try:
+        action_config_validate(rule.action_config)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def rule_create(
+    *,
+    device: Device,
+    name: str,
+    operator: str,
+    threshold: Decimal,
+    action_config: list[dict],
+    description: str | None = None,
+    metric: str | None = None,
+    severity: str = Severity.WARNING,
+    cooldown_minutes: int = DEFAULT_COOLDOWN_MINUTES,
+    is_enabled: bool = True,
+) -> Rule:
+    rule = Rule(
+        device=device,
+        name=name,
+        description=description,
+        operator=operator,
+        threshold=threshold,
+        action_config=action_config,
+        metric=metric or None,
+        severity=severity,
+        cooldown_minutes=cooldown_minutes,
+        is_enabled=is_enabled,
+    )
+    rule_clean(rule=rule)
+    rule.save(force_insert=True)
+    return rule
+
+
+@transaction.atomic
+def rule_update(*, rule: Rule, data: dict) -> Rule:
+    """Change the given fields of a rule. The change applies to the next message of every ingest
+    process: evaluation reads the rules from the database on each request."""
+    unknown = set(data) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["cannot be changed"] for name in sorted(unknown)})
+    for name, value in data.items():
+        setattr(rule, name, value)
+    if "metric" in data:
+        rule.metric = rule.metric or None
+    rule_clean(rule=rule)
+    rule.save(update_fields=[*data, "updated_at"])
+    return rule
+
+
+class RuleHasEvents(Exception):
+    """A rule that raised events is kept for their history; disable it instead."""
+
+
+@transaction.atomic
+def rule_delete(*, rule: Rule) -> None:
+    """Delete a rule that never raised an event. One that did is refused: deleting it would delete
+    its events (the foreign key cascades), and an event history is not lost by a rule edit."""
+    locked = Rule.objects.select_for_update().get(pk=rule.pk)
+    count = locked.events.count()
+    if count:
+        raise RuleHasEvents(
+            f"The rule has raised {count} event{'s' if count != 1 else ''}; they would be deleted with it. "
+            "Disable the rule instead (is_enabled: false)."
+        )
+    locked.delete()
+
+
+# The cooldown claim: one statement that moves `last_triggered_at` to the reading's time only if
+# the rule is enabled and the cooldown since the last trigger has passed, measured on readings'
+# timestamps. The row lock makes concurrent claims for one rule take turns, and the loser re-reads
+# the winner's `last_triggered_at`, so concurrent messages raise one event, not two. A reading
+# older than the last trigger never claims (its time minus the cooldown is earlier still), so
+# `last_triggered_at` never moves backwards and a late, buffered backlog cannot re-trigger.
+_CLAIM_SQL = """
+    UPDATE rules SET last_triggered_at = %(at)s
+    WHERE id = %(rule_id)s
+      AND is_enabled
+      AND (
+        last_triggered_at IS NULL
+        OR last_triggered_at <= %(at)s - make_interval(mins => COALESCE(cooldown_minutes, %(default)s))
+      )
+    RETURNING id
+"""
+
+
+def rule_trigger_claim(*, rule_id: UUID, at: datetime) -> bool:
+    """Claim the right to raise an event for a reading taken at `at`; True if claimed.
+
+    Runs inside the caller's transaction, which holds the rule's row lock until it commits.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {"rule_id": rule_id, "at": at, "default": DEFAULT_COOLDOWN_MINUTES})
+        return cursor.fetchone() is not None

@@ -1,0 +1,30 @@
+"""`python manage.py run_worker`: the hub's worker process (see `iothub/worker/loop.py`).
+
+Run one or more, on any hosts; they share the work through PostgreSQL. SIGTERM or SIGINT lets the
+item in flight finish, then exits 0.
+"""
+
+import logging
+import signal
+
+from django.core.management.base import BaseCommand
+
+from iothub.worker.jobs import worker_jobs
+from iothub.worker.loop import Worker
+
+logger = logging.getLogger("iothub.worker")
+
+
+class Command(BaseCommand):
+    help = "Run the worker: stop_machine calls, periodic device inactivity and telemetry retention."
+
+    def handle(self, *args, **options):
+        worker = Worker(worker_jobs())
+
+        def on_signal(signum, _frame):
+            logger.info("%s received: finishing the work in flight, then exiting", signal.Signals(signum).name)
+            worker.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        worker.run()

@@ -1,0 +1,70 @@
+"""The pure rule comparison: no database, no models."""
+
+from decimal import Decimal
+
+import pytest
+
+from iothub.rules.conditions import OPERATORS, condition_matches, decimal_text, metric_decimal
+from iothub.rules.models import Operator
+
+T = Decimal("15")
+
+# (operator, value just above, at, just below the threshold) -> expected results.
+CASES = {
+    "gt": (True, False, False),
+    "gte": (True, True, False),
+    "lt": (False, False, True),
+    "lte": (False, True, True),
+    "eq": (False, True, False),
+    "neq": (True, False, True),
+}
+
+
+def test_the_operators_are_the_models_choices():
+    assert set(OPERATORS) == set(Operator.values)
+
+
+@pytest.mark.parametrize("operator", sorted(CASES))
+def test_each_operator_on_both_sides_of_its_threshold(operator):
+    above, at, below = CASES[operator]
+    assert condition_matches(operator=operator, value=Decimal("15.0001"), threshold=T) is above
+    assert condition_matches(operator=operator, value=Decimal("15"), threshold=T) is at
+    assert condition_matches(operator=operator, value=Decimal("14.9999"), threshold=T) is below
+
+
+def test_a_float_reading_equals_a_decimal_threshold_as_written():
+    # 0.1 as a binary float is 0.1000000000000000055..., which a float comparison would call > 0.1.
+    assert condition_matches(operator="eq", value=metric_decimal(0.1), threshold=Decimal("0.1000"))
+    assert not condition_matches(operator="gt", value=metric_decimal(0.1), threshold=Decimal("0.1"))
+
+
+def test_an_unknown_operator_is_an_error():
+    with pytest.raises(ValueError, match="unknown operator 'between'"):
+        condition_matches(operator="between", value=Decimal(1), threshold=T)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (16.2, Decimal("16.2")),
+        (16, Decimal("16")),
+        (-3, Decimal("-3")),
+        ("42.5", Decimal("42.5")),
+        (Decimal("1.5"), Decimal("1.5")),
+    ],
+)
+def test_metric_values_read_as_the_decimal_the_device_wrote(raw, expected):
+    assert metric_decimal(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [None, True, False, float("nan"), float("inf"), "abc", "NaN", [1], {"v": 1}])
+def test_non_numbers_are_not_evaluated(raw):
+    assert metric_decimal(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("15.0000", "15"), ("16.20", "16.2"), ("100", "100"), ("0.0001", "0.0001"), ("-0.0", "0"), ("1E+3", "1000")],
+)
+def test_decimal_text_reads_as_a_person_writes(value, text):
+    assert decimal_text(Decimal(value)) == text
