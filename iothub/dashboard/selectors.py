@@ -88,7 +88,7 @@ def event_list_recent(*, limit: int = 20) -> list[Event]:
 
 
 def _events() -> QuerySet[Event]:
-    return Event.objects.select_related("rule__device")
+    return Event.objects.select_related("rule__device", "acknowledged_by", "resolved_by")
 
 
 # ------------------------------------------------------------------------------------------------

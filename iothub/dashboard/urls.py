@@ -16,6 +16,8 @@ urlpatterns = [
     path("devices/<uuid:device_id>/", views.device_detail, name="device"),
     path("events/", views.event_list, name="events"),
     path("events/<int:event_id>/", views.event_detail, name="event"),
+    path("events/<int:event_id>/acknowledge/", views.event_acknowledge_view, name="event-acknowledge"),
+    path("events/<int:event_id>/resolve/", views.event_resolve_view, name="event-resolve"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),

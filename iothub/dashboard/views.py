@@ -7,17 +7,20 @@ needs `operator`. The buttons are hidden from viewers, and the server refuses th
 from functools import wraps
 from uuid import UUID
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from iothub.accounts.roles import user_can_read, user_can_write
 from iothub.dashboard import selectors
 from iothub.devices.models import Device
 from iothub.events.models import Event
+from iothub.events.services import EventTransitionRefused, event_acknowledge, event_resolve
 
 PAGE_SIZE = 50
 # How often the live parts of a page ask for fresh data, in seconds.
@@ -32,6 +35,21 @@ def role_required(view):
     def wrapped(request, *args, **kwargs):
         if not user_can_read(request.user):
             raise PermissionDenied("Your account has no role on this hub: ask an administrator for viewer or operator.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def operator_required(view):
+    """Acting on the hub: a POST by an operator (or a superuser); a viewer gets 403 even with a
+    hand-made request, since hiding the button is not enough."""
+
+    @role_required
+    @require_POST
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_can_write(request.user):
+            raise PermissionDenied("Viewers cannot act on events: this needs the operator role.")
         return view(request, *args, **kwargs)
 
     return wrapped
@@ -156,3 +174,25 @@ def event_detail(request, event_id):
     except Event.DoesNotExist:
         raise Http404("no such event") from None
     return render(request, "dashboard/event.html", _context(request, page=page, event=page.event))
+
+
+def _event_step(request, event_id: int, step, done: str):
+    try:
+        step(event_id=event_id, user=request.user, note=request.POST.get("note"))
+    except Event.DoesNotExist:
+        raise Http404("no such event") from None
+    except (EventTransitionRefused, ValueError) as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.success(request, f"Event {event_id} {done}.")
+    return redirect("dashboard:event", event_id=event_id)
+
+
+@operator_required
+def event_acknowledge_view(request, event_id):
+    return _event_step(request, event_id, event_acknowledge, "acknowledged")
+
+
+@operator_required
+def event_resolve_view(request, event_id):
+    return _event_step(request, event_id, event_resolve, "resolved")

@@ -25,6 +25,7 @@ from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.events.services import RESULT_PENDING, event_raise, rule_actions
 from iothub.machines.services import machine_command_enqueue
+from iothub.monitoring import metrics
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
 from iothub.rules.conditions import condition_matches, metric_decimal
@@ -41,6 +42,7 @@ def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> l
         return []
     primary_metric = device.device_type.metric_name
     events: list[Event] = []
+    evaluated = 0
     # Oldest first, so that in a buffered batch the first reading over the threshold claims the
     # cooldown and the ones inside its window do not; ties keep the order they were stored in.
     for reading in sorted(readings, key=lambda r: (r.timestamp, r.id)):
@@ -49,6 +51,7 @@ def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> l
             value = metric_decimal(reading.metrics.get(metric))
             if value is None:
                 continue
+            evaluated += 1
             if not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
                 continue
             if not rule_trigger_claim(rule_id=rule.id, at=reading.timestamp):
@@ -56,6 +59,7 @@ def readings_evaluate(*, device: Device, readings: Sequence[StoredReading]) -> l
             event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
             _actions_enqueue(event=event, actions=rule_actions(rule))
             events.append(event)
+    metrics.rules_evaluated(evaluated)
     return events
 
 

@@ -8,9 +8,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from iothub.events.models import Event
+from iothub.events.services import event_action_result_update
 from iothub.ingest.services import telemetry_ingest
-from iothub.rules.models import Rule
+from iothub.rules.services import rule_create
 from iothub.telemetry.services import NewReading
 
 
@@ -36,28 +36,31 @@ def hour_of_readings(device):
 
 @pytest.fixture
 def rule(device):
-    return Rule.objects.create(
+    return rule_create(
         device=device,
         name="High vibration",
         operator="gt",
         threshold=Decimal("15"),
-        action_config=[],
+        action_config=[{"type": "stop_machine", "machine_id": "M-123"}],
         severity="critical",
     )
 
 
 @pytest.fixture
-def event(rule, hour_of_readings):
-    reading = hour_of_readings[-1]
-    return Event.objects.create(
-        rule=rule,
-        telemetry_id=reading.id,
-        timestamp=reading.timestamp,
-        severity="critical",
-        message='Vibration 16.2 mm_s > 15 on "Press 3" (Workshop A), rule "High vibration"',
-        execution_results=[{"type": "stop_machine", "machine_id": "M-123", "status": "failed", "error": "API timeout"}],
-        metadata={"reading": {"telemetry_id": reading.id, "metric": "vibration", "value": 16.2}},
+def event(device, rule):
+    """The event ingest raised on a reading of 16.2 (stored last, after an hour of normal ones),
+    whose stop_machine call then failed."""
+    store_readings(
+        device, [{"vibration": 4 + (n % 5) * 0.5} for n in range(59)], end=timezone.now() - timedelta(minutes=1)
     )
+    reading = NewReading(
+        timestamp=timezone.now(),
+        payload={"version": "0.0.1", "serial_number": device.serial_number, "metrics": {"vibration": 16.2}},
+    )
+    (raised,) = telemetry_ingest(device=device, readings=[reading]).events
+    event_action_result_update(event_id=raised.id, index=0, changes={"status": "failed", "error": "API timeout"})
+    raised.refresh_from_db()
+    return raised
 
 
 def _logged_in(user) -> Client:

@@ -62,6 +62,37 @@ def test_summary_agrees_with_the_database(live_server, current_chunk):
     assert Telemetry.objects.filter(device__in=devices).count() == summary["sent"]
     assert Event.objects.filter(rule__device__in=devices).count() == summary["events raised"]
     assert summary["anomalies"] > 0
+    assert summary["events raised"] > 0  # each created device watches its range
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_anomaly_raises_an_event_once_per_cooldown(live_server, current_chunk):
+    out = io.StringIO()
+    call_command(
+        "simulate",
+        "--devices",
+        "3",
+        "--rate",
+        "30",
+        "--duration",
+        "1",
+        "--anomalies",
+        "1",
+        "--create",
+        "--url",
+        live_server.url,
+        "--no-progress",
+        stdout=out,
+    )
+
+    summary = summary_of(out.getvalue())
+    assert summary["anomalies"] == summary["sent"] == 30
+    # Pressure anomalies are high or low; the rule watches "above range", so at most one event
+    # per device (the 5 minute cooldown), and the vibration and temperature devices raise theirs.
+    events = Event.objects.filter(rule__device__serial_number__startswith="SIM-")
+    assert summary["events raised"] == events.count()
+    assert 2 <= events.count() <= 3
+    assert set(events.values_list("severity", flat=True)) == {"critical"}
 
 
 @pytest.mark.django_db(transaction=True)

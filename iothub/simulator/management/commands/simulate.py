@@ -3,10 +3,12 @@
     python manage.py simulate --devices 50 --rate 20 --duration 60 --anomalies 0.01 --create
 
 The devices are `<prefix>-VIB-0001`, `<prefix>-TMP-0002`, `<prefix>-PRS-0003`, ... (vibration,
-temperature and pressure in turn). Device tokens are stored only hashed, so the simulator gives
-each of its devices a new token at the start (the previous one stops working): it touches only
-devices with its prefix, never others. It needs the hub's database (same DATABASE_URL) for that,
-and the hub's URL to post to.
+temperature and pressure in turn). A device created here gets one rule: its primary metric above
+the type's range raises a critical event (cooldown 5 minutes) with a stop_machine action.
+
+Device tokens are stored only hashed, so the simulator gives each of its devices a new token at
+the start (the previous one stops working): it touches only devices with its prefix, never
+others. It needs the hub's database (same DATABASE_URL) for that, and the hub's URL to post to.
 """
 
 import logging
@@ -19,6 +21,8 @@ from tqdm import tqdm
 
 from iothub.devices.models import Device, DeviceType
 from iothub.devices.services import device_create, device_rotate_token, device_type_create
+from iothub.rules.models import Severity
+from iothub.rules.services import rule_create
 from iothub.simulator.profiles import TYPES, Machine, TypeSpec
 from iothub.simulator.runner import SimulatedDevice, Simulation, Summary
 
@@ -134,6 +138,7 @@ class Command(BaseCommand):
                     location=LOCATIONS[(number - 1) % len(LOCATIONS)],
                 )
                 tokens[serial] = created.token
+                self._rule(created.device, types[spec.name])
             if missing:
                 self.stdout.write(f"Created {len(missing)} devices ({missing[0]} ...).")
         result = []
@@ -143,6 +148,21 @@ class Command(BaseCommand):
             machine = Machine(metric=metric, rng=random.Random(rng.random()), anomaly_rate=options["anomalies"])
             result.append(SimulatedDevice(serial_number=serial, token=tokens[serial], machine=machine))
         return result
+
+    def _rule(self, device: Device, device_type: DeviceType) -> None:
+        """A new simulated device watches its own range, so anomalies raise events (once per
+        cooldown) and their stop_machine action shows on the dashboard."""
+        if device_type.metric_max is None:
+            return
+        rule_create(
+            device=device,
+            name=f"{device_type.metric_name.capitalize()} above range",
+            operator="gt",
+            threshold=device_type.metric_max,
+            action_config=[{"type": "stop_machine", "machine_id": f"M-{device.serial_number}"}],
+            severity=Severity.CRITICAL,
+            cooldown_minutes=5,
+        )
 
     def _device_type(self, spec: TypeSpec) -> DeviceType:
         """The type by name if it exists (its range as the operator set it), else a new one."""
