@@ -257,6 +257,12 @@ IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
+# The dashboard (docs/dashboard.md)
+# ------------------------------------------------------------------------------------------------
+# How often the live parts of its pages (overview figures, latest events, lists) refresh, seconds.
+IOTHUB_DASHBOARD_REFRESH_SECONDS = env_int("IOTHUB_DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
+
+# ------------------------------------------------------------------------------------------------
 # Metrics for Prometheus at /metrics (docs/monitoring.md): who may scrape.
 # ------------------------------------------------------------------------------------------------
 # A scraper presenting `Authorization: Bearer <token>` is served; empty: no token accepted.

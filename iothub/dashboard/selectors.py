@@ -16,6 +16,7 @@ from django.utils import timezone
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 from iothub.events.models import Event, EventStatus
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery
+from iothub.rules.conditions import OPERATOR_SYMBOLS
 from iothub.rules.models import Rule, Severity
 from iothub.telemetry.models import Telemetry
 
@@ -196,12 +197,14 @@ def device_page_get(*, device_id: UUID, events_limit: int = 20) -> DevicePage:
         lines = []
         if metric == primary:
             if device_type.metric_min is not None:
-                lines.append(ChartLine(float(device_type.metric_min), "expected min", "range"))
+                minimum = device_type.metric_min
+                lines.append(ChartLine(float(minimum), f"expected min {_number(minimum)}", "range"))
             if device_type.metric_max is not None:
-                lines.append(ChartLine(float(device_type.metric_max), "expected max", "range"))
+                maximum = device_type.metric_max
+                lines.append(ChartLine(float(maximum), f"expected max {_number(maximum)}", "range"))
         for rule in rules:
             if _rule_metric(rule, primary) == metric:
-                label = f"{rule.name} ({rule.get_operator_display()} {_number(rule.threshold)})"
+                label = f"{rule.name}: {OPERATOR_SYMBOLS[rule.operator]} {_number(rule.threshold)}"
                 lines.append(ChartLine(float(rule.threshold), label, "rule"))
         value, at = _latest(device, metric)
         charts.append(

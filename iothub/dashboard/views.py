@@ -7,6 +7,7 @@ needs `operator`. The buttons are hidden from viewers, and the server refuses th
 from functools import wraps
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied
@@ -23,8 +24,6 @@ from iothub.events.models import Event
 from iothub.events.services import EventTransitionRefused, event_acknowledge, event_resolve
 
 PAGE_SIZE = 50
-# How often the live parts of a page ask for fresh data, in seconds.
-REFRESH_SECONDS = 10
 
 
 def role_required(view):
@@ -74,7 +73,11 @@ def _uuid_filter(filters: dict[str, str], name: str) -> UUID | None:
 
 
 def _context(request, **extra) -> dict:
-    return {"can_act": user_can_write(request.user), "refresh_seconds": REFRESH_SECONDS, **extra}
+    return {
+        "can_act": user_can_write(request.user),
+        "refresh_seconds": settings.IOTHUB_DASHBOARD_REFRESH_SECONDS,
+        **extra,
+    }
 
 
 @role_required

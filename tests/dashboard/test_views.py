@@ -148,6 +148,11 @@ def test_device_page_charts_every_metric_with_the_types_range_and_the_rules_thre
         ("range", 25.0),
         ("rule", 15.0),
     }
+    assert [line["label"] for line in vibration["lines"]] == [
+        "expected min 0",
+        "expected max 25",
+        "High vibration: > 15",
+    ]
     assert config["charts"][1]["lines"] == []
     assert b"High vibration" in response.content
     assert b"vendor/plotly/plotly.min.js" in response.content

@@ -19,7 +19,7 @@
   }
 
   document.querySelectorAll("[data-refresh-url]").forEach(function (element) {
-    var seconds = Math.max(2, parseInt(element.dataset.refreshSeconds || "10", 10));
+    var seconds = Math.max(1, parseInt(element.dataset.refreshSeconds || "10", 10));
     setInterval(function () { refresh(element); }, seconds * 1000);
   });
 })();

@@ -69,7 +69,7 @@
     return lines.map(function (line) {
       return {
         xref: "paper", x: 1, xanchor: "right", yref: "y", y: line.value, yanchor: "bottom",
-        text: line.label + " " + line.value, showarrow: false,
+        text: line.label, showarrow: false,
         font: { size: 11, color: LINE_COLORS[line.kind] || "#888" },
       };
     });
