@@ -38,6 +38,11 @@ DELIVERIES = Counter(
     "Notification delivery attempts by channel and outcome: sent, retry (failed, will be tried again), failed (final).",
     ["channel", "outcome"],
 )
+MACHINE_COMMANDS = Counter(
+    "iothub_machine_commands",
+    "stop_machine calls to the plant's machine API by outcome: completed, retry (will be tried again), failed (final).",
+    ["outcome"],
+)
 WORKER_LAST_ROUND = Gauge(
     "iothub_worker_last_round_timestamp_seconds",
     "Unix time at which a worker on this host last finished a round of its jobs (the newest of all workers).",
@@ -50,6 +55,8 @@ HTTP_REQUESTS = Counter(
 # Known label values start at zero, so a rate() over them works before the first occurrence.
 for _severity in SEVERITIES:
     EVENTS_RAISED.labels(severity=_severity)
+for _outcome in ("completed", "retry", "failed"):
+    MACHINE_COMMANDS.labels(outcome=_outcome)
 for _channel in CHANNELS:
     for _outcome in DELIVERY_OUTCOMES:
         DELIVERIES.labels(channel=_channel, outcome=_outcome)
@@ -76,6 +83,10 @@ def events_raised(severities: Iterable[str]) -> None:
 
 def delivery_attempted(*, channel: str, outcome: str) -> None:
     DELIVERIES.labels(channel=channel, outcome=outcome).inc()
+
+
+def machine_command_attempted(*, outcome: str) -> None:
+    MACHINE_COMMANDS.labels(outcome=outcome).inc()
 
 
 def worker_round_finished(timestamp: float) -> None:
