@@ -173,6 +173,12 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Without collectstatic (development, tests) WhiteNoise finds files through the finders.
 WHITENOISE_USE_FINDERS = True
+# collectstatic also writes a gzip copy of each file, which WhiteNoise serves to browsers that
+# accept it: plotly.js, the dashboard's chart library, is 4.8 MB as is and about 1.4 MB gzipped.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
