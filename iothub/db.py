@@ -2,7 +2,16 @@
 of the few statements every ingest request runs."""
 
 import psycopg
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
+
+# What a failed statement raises: Django's wrapper, or psycopg's own from `execute_prepared`.
+DATABASE_ERRORS = (DatabaseError, psycopg.Error)
+_DEADLOCK_DETECTED = "40P01"
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """Whether PostgreSQL failed this transaction to break a deadlock (it was rolled back whole)."""
+    return _DEADLOCK_DETECTED in (getattr(error, "sqlstate", None), getattr(error.__cause__, "sqlstate", None))
 
 
 class Now(models.Func):

@@ -3,16 +3,25 @@ evaluated, in one transaction. The caller replies only after it commits, so an a
 reading is a committed one."""
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 
-from iothub.db import execute_prepared
+from iothub.db import DATABASE_ERRORS, execute_prepared, is_deadlock
 from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.ingest.evaluation import readings_evaluate
 from iothub.telemetry.services import NewReading, StoredReading
+
+logger = logging.getLogger(__name__)
+
+# A transaction PostgreSQL chose as a deadlock's victim is rolled back whole, so it is tried again.
+# Ingest meets one when readings start a new TimescaleDB chunk under concurrent requests: the
+# request creating the chunk must lock `devices` to add the chunk's foreign key, while the others,
+# whose statement has already opened `devices` for its update, wait for that chunk.
+DEADLOCK_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -23,11 +32,21 @@ class IngestResult:
 
 def telemetry_ingest(*, device: Device, readings: Sequence[NewReading]) -> IngestResult:
     """Store validated readings of one device; all or nothing."""
-    with transaction.atomic():
-        stored = _store_and_record(device=device, readings=readings)
-        # The rules engine's place: inside the transaction, after the rows exist.
-        events = readings_evaluate(device=device, readings=stored)
-    return IngestResult(readings=stored, events=events)
+    # Inside a caller's transaction a retry could not undo what that transaction already holds.
+    attempts = 1 if connection.in_atomic_block else DEADLOCK_ATTEMPTS
+    attempt = 1
+    while True:
+        try:
+            with transaction.atomic():
+                stored = _store_and_record(device=device, readings=readings)
+                # The rules engine's place: inside the transaction, after the rows exist.
+                events = readings_evaluate(device=device, readings=stored)
+            return IngestResult(readings=stored, events=events)
+        except DATABASE_ERRORS as error:
+            if not is_deadlock(error) or attempt >= attempts:
+                raise
+            attempt += 1
+            logger.info("ingest of device %s: deadlock, trying again (attempt %d)", device.id, attempt)
 
 
 # The readings and the device's state in one statement, so a request costs one round trip for its

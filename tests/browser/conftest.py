@@ -39,6 +39,15 @@ def chromium_path() -> str:
     return path
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The browser tests run last. They commit (for the live server to see) and the database is
+    flushed after each; after that flush the content types and permissions come back under new ids
+    (seen with Playwright's event loop running in this thread, even with `serialized_rollback`),
+    and a later test that restores the migrated rows (`serialized_rollback`) collides with them."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright

@@ -10,6 +10,7 @@ from iothub.ingest.services import telemetry_ingest
 from iothub.telemetry.services import NewReading
 from tests.browser.conftest import PHONE, log_in
 
+# Committed for real, so that the live server's threads see the rows.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Plotly draws each marker of a scatter trace as a <path class="point">; the average is the last

@@ -33,6 +33,7 @@ def message(serial: str, **metrics) -> dict:
     return {"version": "0.0.1", "serial_number": serial, "metrics": metrics or {"vibration": 5.2}}
 
 
+# Committed for real, so that the live server's threads see the rows.
 @pytest.mark.django_db(transaction=True)
 def test_counters_move_when_readings_are_posted_over_http(live_server, device_with_token):
     serial, token = device_with_token.device.serial_number, device_with_token.token

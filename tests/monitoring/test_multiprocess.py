@@ -94,6 +94,7 @@ def gunicorn(tmp_path, settings):
         process.kill()
 
 
+# Committed for real, so that the live server's threads see the rows.
 @pytest.mark.django_db(transaction=True)
 def test_every_worker_reports_the_readings_of_all_workers(gunicorn, device_with_token):
     url, metrics_dir = gunicorn

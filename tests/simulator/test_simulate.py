@@ -32,6 +32,7 @@ def current_chunk(device):
     store_readings(device, [{"vibration": 1.0}])
 
 
+# Committed for real, so that the live server's threads see the rows.
 @pytest.mark.django_db(transaction=True)
 def test_summary_agrees_with_the_database(live_server, current_chunk):
     out = io.StringIO()
