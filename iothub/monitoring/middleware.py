@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 
+from django.conf import settings
 from django.utils.functional import SimpleLazyObject, empty
 
 from iothub.monitoring import metrics
@@ -19,6 +20,7 @@ from iothub.monitoring import metrics
 logger = logging.getLogger("iothub.request")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_STATIC_PREFIX = "/" + settings.STATIC_URL.strip("/") + "/"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -43,7 +45,10 @@ class RequestLogMiddleware:
         response["X-Request-ID"] = request_id
 
         match = getattr(request, "resolver_match", None)
-        view = match.view_name if match is not None else "unmatched"
+        if match is not None:
+            view = match.view_name
+        else:  # WhiteNoise answers static files before any URL is resolved
+            view = "static" if request.path.startswith(_STATIC_PREFIX) else "unmatched"
         method = request.method if request.method in _METHODS else "OTHER"
         metrics.http_request_answered(view=view, method=method, status=response.status_code)
         if logger.isEnabledFor(logging.INFO):

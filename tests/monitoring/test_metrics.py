@@ -164,3 +164,22 @@ def test_an_unusable_request_id_is_replaced(caplog):
 
     assert response["X-Request-ID"] != "bad id with spaces\n"
     assert len(response["X-Request-ID"]) == 32
+
+
+@pytest.mark.django_db
+def test_requests_are_counted_by_route_static_files_and_unknown_paths_apart():
+    before = scrape(Client().get("/metrics").content.decode())
+    client = Client()
+    client.get("/static/dashboard/dashboard.css")
+    client.get("/no/such/page/")
+    client.get("/api/v1/health/")
+
+    after = scrape(Client().get("/metrics").content.decode())
+
+    def moved(**labels):
+        name = "iothub_http_requests_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved(view="static", method="GET", status="200") == 1
+    assert moved(view="unmatched", method="GET", status="404") == 1
+    assert moved(view="health", method="GET", status="200") == 1
