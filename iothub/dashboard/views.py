@@ -73,8 +73,10 @@ def _uuid_filter(filters: dict[str, str], name: str) -> UUID | None:
 
 
 def _context(request, **extra) -> dict:
+    can_act = user_can_write(request.user)
     return {
-        "can_act": user_can_write(request.user),
+        "can_act": can_act,
+        "role": "operator" if can_act else "viewer",
         "refresh_seconds": settings.IOTHUB_DASHBOARD_REFRESH_SECONDS,
         **extra,
     }

@@ -49,6 +49,7 @@ def test_a_user_without_a_role_is_refused():
     response = client.get("/")
 
     assert response.status_code == 403
+    assert "ask an administrator for viewer or operator" in response.content.decode()
 
 
 @pytest.mark.django_db
@@ -254,7 +255,8 @@ def test_viewer_gets_no_buttons_and_is_refused_by_the_server(viewer_web, event):
     assert "data-action=" not in page and "needs the operator role" in page
 
     for step in ("acknowledge", "resolve"):
-        assert viewer_web.post(f"/events/{event.id}/{step}/").status_code == 403
+        refused = viewer_web.post(f"/events/{event.id}/{step}/")
+        assert refused.status_code == 403 and "needs the operator role" in refused.content.decode()
 
     event.refresh_from_db()
     assert event.status == "new" and event.acknowledged_at is None
