@@ -152,3 +152,26 @@ def test_readings_buffered_a_day_ago_show_in_the_7_day_view(page, live_server, o
     assert page.evaluate("window.iothubCharts.vibration.bucketSeconds") == 3600
     assert page.evaluate(CHART_DATA, "vibration")["y"] == 1
     assert page.evaluate(RENDERED_POINTS, "vibration") == 1
+
+
+def test_a_custom_range_is_drawn_and_kept_in_the_address(page, live_server, operator_user, device, event):
+    log_in(page, live_server, "olga", "pw-olga", then=f"/devices/{device.id}/")
+    page.wait_for_function("document.body.dataset.chartsLoadedAt")
+    first = page.evaluate("document.body.dataset.chartsLoadedAt")
+
+    # The last 30 minutes of the fixture's hour, in the browser's local time as the inputs take it.
+    page.evaluate(
+        """() => {
+            const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+            const now = new Date();
+            document.querySelector('input[name=from]').value = local(new Date(now.getTime() - 30 * 60e3));
+            document.querySelector('input[name=to]').value = local(new Date(now.getTime() + 60e3));
+        }"""
+    )
+    page.click("button[data-range='custom']")
+    page.wait_for_function(f"document.body.dataset.chartsLoadedAt !== '{first}'")
+
+    assert "from=" in page.url and "to=" in page.url
+    assert page.locator("button[data-range='custom']").get_attribute("aria-pressed") == "true"
+    assert 29 <= page.evaluate(CHART_DATA, "vibration")["y"] <= 32
+    assert "refreshing" not in page.locator(".chart-status").inner_text()
