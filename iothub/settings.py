@@ -226,6 +226,8 @@ SPECTACULAR_SETTINGS = {
         "RuleOperatorEnum": "iothub.rules.models.Operator",
         "SeverityEnum": "iothub.rules.models.Severity",
         "EventStatusEnum": "iothub.events.models.EventStatus",
+        "DeliveryStatusEnum": "iothub.notifications.models.DeliveryStatus",
+        "RecipientTypeEnum": "iothub.notifications.models.RecipientType",
     },
     # Devices authenticate to ingest with their own token; the ingest's authentication extension
     # refers to this scheme by name (see iothub/api/schema.py).
@@ -244,6 +246,48 @@ IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUT
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
+# Where people reach the hub; links in notifications ({event_url}) start with it.
+IOTHUB_PUBLIC_URL = env_str("IOTHUB_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+
+# ------------------------------------------------------------------------------------------------
+# Notifications: delivery by the worker, and the settings of each channel (docs/notifications.md).
+# ------------------------------------------------------------------------------------------------
+# How many deliveries one worker process sends at a time (each on its own database connection, so
+# keep it below DB_POOL_MAX_SIZE).
+IOTHUB_NOTIFICATION_CONCURRENCY = env_int("IOTHUB_NOTIFICATION_CONCURRENCY", 4, minimum=1)
+# A template's retry_delay_minutes counts in units of this many seconds: 60 in production; tests
+# and demos shorten it to watch retries happen.
+IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS = env_int("IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS", 60, minimum=1)
+IOTHUB_NOTIFICATION_ASYNC_COMMIT = env_bool("IOTHUB_NOTIFICATION_ASYNC_COMMIT", False)
+
+# Email goes through Django's email API.
+# https://docs.djangoproject.com/en/6.0/topics/email/#smtp-backend
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 15, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "IoT Hub <iothub@localhost>")
+
+# SMS goes through an HTTP gateway; the first adapter speaks Twilio's Messages API.
+# https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+IOTHUB_SMS_PROVIDER = env_str("IOTHUB_SMS_PROVIDER", "twilio")
+IOTHUB_SMS_API_URL = env_str("IOTHUB_SMS_API_URL", "https://api.twilio.com").rstrip("/")
+IOTHUB_SMS_ACCOUNT_SID = env_str("IOTHUB_SMS_ACCOUNT_SID", "")
+IOTHUB_SMS_AUTH_TOKEN = env_str("IOTHUB_SMS_AUTH_TOKEN", "")
+IOTHUB_SMS_FROM = env_str("IOTHUB_SMS_FROM", "")
+IOTHUB_SMS_TIMEOUT_SECONDS = env_int("IOTHUB_SMS_TIMEOUT_SECONDS", 15, minimum=1)
+
+# Webhooks are signed the Standard Webhooks way with this secret (`whsec_` + base64).
+# https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
+IOTHUB_WEBHOOK_SECRET = env_str("IOTHUB_WEBHOOK_SECRET", "")
+IOTHUB_WEBHOOK_TIMEOUT_SECONDS = env_int("IOTHUB_WEBHOOK_TIMEOUT_SECONDS", 15, minimum=1)
+# Private, loopback and link-local addresses are refused (checked on every connection) unless
+# this is true: a webhook URL must not become a way into the plant's own network.
+IOTHUB_WEBHOOK_ALLOW_PRIVATE = env_bool("IOTHUB_WEBHOOK_ALLOW_PRIVATE", False)
 
 # ------------------------------------------------------------------------------------------------
 # The worker (`manage.py run_worker`) and the plant's machine API (the `stop_machine` action).

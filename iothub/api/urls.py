@@ -11,6 +11,7 @@ from iothub.api.devices import DeviceTypeViewSet, DeviceViewSet
 from iothub.api.events import EventViewSet
 from iothub.api.health import HealthView
 from iothub.api.ingest import TelemetryIngestView
+from iothub.api.notifications import NotificationDeliveryViewSet, NotificationTemplateViewSet
 from iothub.api.rules import RuleViewSet
 from iothub.api.telemetry import (
     TelemetryAggregateView,
@@ -22,6 +23,8 @@ from iothub.api.telemetry import (
 router = DefaultRouter()
 router.register("device-types", DeviceTypeViewSet, basename="device-type")
 router.register("devices", DeviceViewSet, basename="device")
+router.register("notification-templates", NotificationTemplateViewSet, basename="notification-template")
+router.register("notification-deliveries", NotificationDeliveryViewSet, basename="notification-delivery")
 router.register("rules", RuleViewSet, basename="rule")
 router.register("events", EventViewSet, basename="event")
 

@@ -56,7 +56,8 @@ def telemetry_ingest(*, device: Device, readings: Sequence[NewReading]) -> Inges
 # - the status follows DESIGN: `error` while the newest primary-metric reading lies outside the
 #   type's range, `active` otherwise; a reading older than `last_seen` (a buffered backlog) leaves
 #   it alone, and an inactive device that reports is active again;
-# - `latest_metrics` keeps, per metric, the newest value with its time and row id.
+# - `latest_metrics` keeps, per metric, the newest value with its time (UTC, always six decimals, so
+#   the text does not depend on the session's time zone or on trailing zeros) and row id.
 # It runs under the device row's lock, so concurrent requests of one device serialise here and
 # can neither move last_seen back nor replace a newer latest value with an older one.
 _STORE_SQL = """
@@ -97,7 +98,11 @@ updated AS (
             )
             FROM jsonb_each(COALESCE(d.latest_metrics, '{}'::jsonb)) AS old(key, value)
             FULL JOIN (
-                SELECT key, jsonb_build_object('value', value, 'timestamp', "timestamp", 'telemetry_id', id) AS value
+                SELECT key, jsonb_build_object(
+                    'value', value,
+                    'timestamp', to_char("timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                    'telemetry_id', id
+                ) AS value
                 FROM newest
             ) AS new USING (key)
         )

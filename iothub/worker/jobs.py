@@ -16,9 +16,12 @@ A job is anything with
 Queue jobs (`QueueJob`) claim rows with `SELECT … FOR UPDATE SKIP LOCKED`, so several workers share
 a queue; periodic jobs (`PeriodicJob`) run a task every so often, one worker at a time.
 
-Adding a queue is one line in `worker_jobs()`, e.g. the notification deliveries:
+Adding a queue is one line in `worker_jobs()`, e.g. the machine commands:
 
-    QueueJob("notification_deliveries", DELIVERIES_CHANNEL, delivery_send_next, delivery_next_due),
+    QueueJob("machine_commands", MACHINE_COMMANDS_CHANNEL, machine_command_run_next, machine_command_next_due),
+
+The notification deliveries are a job of their own (`DeliveryJob`), which keeps several sends in
+flight on threads.
 """
 
 import logging
@@ -35,6 +38,7 @@ from django.utils import timezone
 
 from iothub.devices.services import devices_mark_inactive
 from iothub.machines.services import MACHINE_COMMANDS_CHANNEL, machine_command_next_due, machine_command_run_next
+from iothub.notifications.delivery import DeliveryJob
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 logger = logging.getLogger(__name__)
@@ -106,6 +110,7 @@ def worker_jobs() -> list[Job]:
     """The hub's jobs, in the order each round gives them a turn."""
     return [
         QueueJob("machine_commands", MACHINE_COMMANDS_CHANNEL, machine_command_run_next, machine_command_next_due),
+        DeliveryJob(),
         PeriodicJob(
             "device_inactivity",
             every=timedelta(seconds=settings.IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS),

@@ -5,7 +5,8 @@ batch), and for writing nothing: the telemetry table and the device row stay as 
 """
 
 import json
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -63,11 +64,10 @@ def test_one_message_is_stored_and_acknowledged_with_its_id_and_timestamp(anonym
     }
     device.refresh_from_db()
     assert device.last_seen == row.timestamp
-    assert device.latest_metrics["temperature"] == {
-        "value": 45.3,
-        "timestamp": row.timestamp.isoformat(),
-        "telemetry_id": row.id,
-    }
+    latest = device.latest_metrics["temperature"]
+    assert latest == {"value": 45.3, "timestamp": latest["timestamp"], "telemetry_id": row.id}
+    assert datetime.fromisoformat(latest["timestamp"]) == row.timestamp
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", latest["timestamp"])
 
 
 @pytest.mark.django_db

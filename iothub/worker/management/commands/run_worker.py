@@ -16,7 +16,10 @@ logger = logging.getLogger("iothub.worker")
 
 
 class Command(BaseCommand):
-    help = "Run the worker: stop_machine calls, periodic device inactivity and telemetry retention."
+    help = (
+        "Run the worker: notification deliveries, stop_machine calls, periodic device inactivity and "
+        "telemetry retention."
+    )
 
     def handle(self, *args, **options):
         worker = Worker(worker_jobs())
