@@ -17,8 +17,11 @@ When the database does not answer, `/metrics` still answers with the counters, a
 import logging
 import time
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from prometheus_client.core import GaugeMetricFamily
+
+from iothub.notifications.services import DEFAULT_RETRY_DELAY_MINUTES
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +30,14 @@ SEVERITIES = ("critical", "warning", "info")
 CHANNELS = ("email", "sms", "webhook")
 
 # A pending delivery is due once it was never tried, or its last attempt is at least its
-# template's retry_delay_minutes (default 5) old; the age is measured from that moment.
+# template's retry_delay_minutes old (as the delivery loop decides, iothub/notifications/delivery.py);
+# the age is measured from that moment.
 _DELIVERIES_SQL = """
 SELECT d.recipient_type, d.status, count(*),
        min(CASE WHEN d.status = 'pending' THEN
-           CASE WHEN d.last_attempt_at IS NULL THEN d.created_at
-                ELSE d.last_attempt_at + make_interval(mins => COALESCE(t.retry_delay_minutes, 5)) END
+           CASE WHEN COALESCE(d.attempt_count, 0) = 0 OR d.last_attempt_at IS NULL THEN d.created_at
+                ELSE d.last_attempt_at + make_interval(
+                    secs => COALESCE(t.retry_delay_minutes, %(default_delay)s) * %(unit)s) END
        END)
 FROM notification_deliveries AS d
 JOIN notification_templates AS t ON t.id = d.template_id
@@ -66,7 +71,10 @@ class HubStateCollector:
                 "SELECT severity, count(*) FROM events WHERE status IN ('new', 'acknowledged') GROUP BY severity"
             )
             events = dict(cursor.fetchall())
-            cursor.execute(_DELIVERIES_SQL)
+            cursor.execute(
+                _DELIVERIES_SQL,
+                {"default_delay": DEFAULT_RETRY_DELAY_MINUTES, "unit": settings.IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS},
+            )
             deliveries = cursor.fetchall()
 
         device_family = GaugeMetricFamily("iothub_devices", "Devices by status.", labels=["status"])
