@@ -11,6 +11,8 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from iothub.devices.services import device_create
+from iothub.ingest.services import telemetry_ingest
+from iothub.telemetry.services import NewReading
 from tests.dashboard.conftest import store_readings
 
 PAGES = ["/", "/overview/stats/", "/overview/events/", "/devices/", "/events/"]
@@ -272,3 +274,45 @@ def test_acting_needs_a_post(operator_web, event):
 @pytest.mark.django_db
 def test_acting_on_an_unknown_event_is_404(operator_web):
     assert operator_web.post("/events/999999/acknowledge/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_event_page_lists_the_notification_deliveries_the_event_enqueued(viewer_web, device):
+    from iothub.notifications.services import notification_template_create
+    from iothub.rules.services import rule_create
+
+    template = notification_template_create(
+        name="Shift lead",
+        message_template="{device_name}: {metric} {value}",
+        recipients=[{"type": "email", "address": "lead@plant.example"}],
+    )
+    rule_create(
+        device=device,
+        name="High vibration",
+        operator="gt",
+        threshold=15,
+        action_config=[
+            {
+                "type": "notification",
+                "template_id": template.id,
+                "recipients": [{"type": "sms", "phone": "+15005550006"}],
+            }
+        ],
+    )
+    (event,) = telemetry_ingest(
+        device=device,
+        readings=[
+            NewReading(
+                timestamp=timezone.now(),
+                payload={"version": "0.0.1", "serial_number": device.serial_number, "metrics": {"vibration": 18}},
+            )
+        ],
+    ).events
+
+    response = viewer_web.get(f"/events/{event.id}/")
+
+    deliveries = response.context["page"].deliveries
+    assert sorted(d.recipient_address for d in deliveries) == ["+15005550006", "lead@plant.example"]
+    content = response.content.decode()
+    assert "lead@plant.example" in content and "Shift lead" in content and "pending" in content
+    assert viewer_web.get("/").context["overview"].deliveries_pending == 2
