@@ -9,6 +9,8 @@ IOTHUB_THREADS.
 """
 
 import os
+import shutil
+import tempfile
 
 
 def _cores() -> int:
@@ -44,5 +46,31 @@ graceful_timeout = 20
 # The control socket (gunicornc) is not used, and one default path per user would be fought over by
 # two hubs on one machine.
 control_socket_disable = True
-accesslog = "-"
+# The hub writes one line per request itself, with ids (iothub/monitoring/middleware.py), so
+# gunicorn's access log would only say it twice.
+accesslog = None
 errorlog = "-"
+
+# Prometheus multiprocess mode (https://prometheus.github.io/client_python/multiprocess/): each
+# worker process writes its counters to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them
+# up, so a scrape sees every worker's counts, not just those of the worker that answered it. Set
+# here, before any worker is forked, so that every worker inherits it. Unset: a fresh folder for
+# this run, removed at exit. Set (./scripts/run shares var/metrics with the worker): whoever starts
+# the processes empties it first.
+_metrics_dir_owned = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir_owned = tempfile.mkdtemp(prefix="iothub-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir_owned
+
+
+def child_exit(server, worker):
+    # A worker that exits (restarted after a timeout, say) leaves its counters to be summed, but
+    # its live gauges must go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir_owned:
+        shutil.rmtree(_metrics_dir_owned, ignore_errors=True)

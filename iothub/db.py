@@ -2,7 +2,10 @@
 of the few statements every ingest request runs."""
 
 import psycopg
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
+
+# What a failed statement raises: Django's wrapper, or psycopg's own from `execute_prepared`.
+DATABASE_ERRORS = (DatabaseError, psycopg.Error)
 
 
 class Now(models.Func):

@@ -87,9 +87,14 @@ INSTALLED_APPS = [
     "iothub.worker",
     # Faces.
     "iothub.api",
+    "iothub.dashboard",
+    "iothub.simulator",
+    "iothub.monitoring",
 ]
 
 MIDDLEWARE = [
+    # Outermost: one log line and one count per request, whatever answers it (no database access).
+    "iothub.monitoring.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -146,7 +151,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# The dashboard's own login page (Django's auth views); the admin keeps its own.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 # ------------------------------------------------------------------------------------------------
 # Internationalisation and time
@@ -165,6 +173,18 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Without collectstatic (development, tests) WhiteNoise finds files through the finders.
 WHITENOISE_USE_FINDERS = True
+# collectstatic also writes a gzip copy of each file, which WhiteNoise serves to browsers that
+# accept it: plotly.js, the dashboard's chart library, is 4.8 MB as is and about 1.4 MB gzipped.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # plotly.js for the dashboard's charts, from the installed `plotly` package.
+    "iothub.dashboard.finders.PlotlyJsFinder",
+]
 
 # ------------------------------------------------------------------------------------------------
 # REST API
@@ -287,15 +307,34 @@ IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
-# Logging: one line per record on stderr, for the process manager to collect.
+# The dashboard (docs/dashboard.md)
 # ------------------------------------------------------------------------------------------------
+# How often the live parts of its pages (overview figures, latest events, lists) refresh, seconds.
+IOTHUB_DASHBOARD_REFRESH_SECONDS = env_int("IOTHUB_DASHBOARD_REFRESH_SECONDS", 10, minimum=1)
+
+# ------------------------------------------------------------------------------------------------
+# Metrics for Prometheus at /metrics (docs/monitoring.md): who may scrape.
+# ------------------------------------------------------------------------------------------------
+# A scraper presenting `Authorization: Bearer <token>` is served; empty: no token accepted.
+IOTHUB_METRICS_TOKEN = env_str("IOTHUB_METRICS_TOKEN", "")
+# Client addresses served without the token (the TCP peer: behind a proxy, use the token).
+IOTHUB_METRICS_ALLOWED_NETWORKS = env_list("IOTHUB_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
+# ------------------------------------------------------------------------------------------------
+# Logging: one line per record on stderr, for the process manager to collect: JSON objects
+# (LOG_FORMAT=json, the default) or plain text. One line per request (logger iothub.request).
+# ------------------------------------------------------------------------------------------------
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "iothub.monitoring.logformat.HubJsonFormatter"},
     },
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "line"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

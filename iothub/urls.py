@@ -1,9 +1,13 @@
-"""Routes of the hub: the REST API, its schema and docs, the admin."""
+"""Routes of the hub: the REST API, its schema and docs, the admin, metrics, the dashboard."""
 
 from django.contrib import admin
 from django.urls import include, path
 
+from iothub.monitoring.views import metrics
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("iothub.api.urls")),
+    path("metrics", metrics, name="metrics"),
+    path("", include("iothub.dashboard.urls")),
 ]

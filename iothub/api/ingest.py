@@ -3,6 +3,8 @@
 The reply comes after the transaction commits: 201 means stored.
 """
 
+import time
+
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
@@ -15,6 +17,7 @@ from iothub.api.authentication import DeviceTokenAuthentication
 from iothub.events.selectors import event_summary
 from iothub.ingest.services import telemetry_ingest
 from iothub.ingest.validation import FieldError, IngestRejected, Limits, decode_body, messages_validate
+from iothub.monitoring import metrics
 
 
 class IsDevice(permissions.BasePermission):
@@ -77,6 +80,18 @@ class TelemetryIngestView(APIView):
     # JSON only: devices never ask for the browsable API, and negotiating costs every request.
     renderer_classes = [JSONRenderer]
 
+    # How many messages this request carried, for the metrics; 1 until the body is decoded.
+    message_count = 1
+
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        response = super().dispatch(request, *args, **kwargs)
+        # In-memory counters only: the ingest path pays microseconds for its metrics.
+        metrics.ingest_observe(
+            status=response.status_code, messages=self.message_count, seconds=time.perf_counter() - started
+        )
+        return response
+
     @extend_schema(
         operation_id="telemetry_ingest",
         summary="Send telemetry (one message or a batch)",
@@ -102,12 +117,14 @@ class TelemetryIngestView(APIView):
         device = request.auth
         try:
             data = self._read_json(request)
+            self.message_count = len(data) if isinstance(data, list) else 1
             readings, _batch = messages_validate(
                 data, serial_number=device.serial_number, now=timezone.now(), limits=_limits()
             )
         except IngestRejected as rejected:
             return Response(rejected.as_dict(), status=rejected.status)
         result = telemetry_ingest(device=device, readings=readings, rules=request.user.rules)
+        metrics.events_raised(event.severity for event in result.events)
         return Response(
             {
                 "count": len(result.readings),

@@ -21,12 +21,12 @@ transaction block and never comes here; otherwise evaluation costs no further re
 """
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.events.services import RESULT_PENDING, event_raise, rule_actions
 from iothub.machines.services import machine_command_enqueue
+from iothub.monitoring import metrics
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
 from iothub.rules.conditions import condition_matches, metric_decimal
@@ -38,9 +38,22 @@ from iothub.telemetry.services import NewReading, StoredReading
 
 def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule]) -> bool:
     """Whether any rule's condition holds for any reading: the pure comparison alone, no database.
-    When it is False, no event can be raised and ingest needs no transaction around its write."""
+
+    When it is False, no event can be raised, ingest needs no transaction around its write and
+    `readings_evaluate` is not called: the evaluations made here are the request's, and are counted.
+    """
     primary_metric = device.device_type.metric_name
-    return any(_condition_value(rule, reading, primary_metric) is not None for reading in readings for rule in rules)
+    evaluated = 0
+    for reading in readings:
+        for rule in rules:
+            value = metric_decimal(reading.metrics.get(rule.metric or primary_metric))
+            if value is None:
+                continue
+            if condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
+                return True
+            evaluated += 1
+    metrics.rules_evaluated(evaluated)
+    return False
 
 
 def readings_evaluate(
@@ -55,29 +68,25 @@ def readings_evaluate(
         return []
     primary_metric = device.device_type.metric_name
     events: list[Event] = []
+    evaluated = 0
     # Oldest first, so that in a buffered batch the first reading over the threshold claims the
     # cooldown and the ones inside its window do not; ties keep the order they were stored in.
     for reading in sorted(readings, key=lambda r: (r.timestamp, r.id)):
         for rule in rules:
-            value = _condition_value(rule, reading, primary_metric)
+            metric = rule.metric or primary_metric
+            value = metric_decimal(reading.metrics.get(metric))
             if value is None:
+                continue
+            evaluated += 1
+            if not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
                 continue
             if not rule_trigger_claim(rule_id=rule.id, at=reading.timestamp):
                 continue
-            metric = rule.metric or primary_metric
             event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
             _actions_enqueue(event=event, actions=rule_actions(rule))
             events.append(event)
+    metrics.rules_evaluated(evaluated)
     return events
-
-
-def _condition_value(rule: Rule, reading: NewReading | StoredReading, primary_metric: str) -> Decimal | None:
-    """The value the rule reads from the reading when its condition holds; None when it does not,
-    or when the reading lacks the metric (or carries no finite number for it)."""
-    value = metric_decimal(reading.metrics.get(rule.metric or primary_metric))
-    if value is None or not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
-        return None
-    return value
 
 
 def _actions_enqueue(*, event: Event, actions: list[dict]) -> None:

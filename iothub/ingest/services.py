@@ -7,10 +7,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import psycopg
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 
-from iothub.db import execute_prepared, is_retryable
+from iothub.db import DATABASE_ERRORS, execute_prepared, is_retryable
 from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
@@ -18,6 +17,10 @@ from iothub.rules.models import Rule
 from iothub.telemetry.services import NewReading, StoredReading
 
 logger = logging.getLogger(__name__)
+# A transaction PostgreSQL chose as a deadlock's victim is rolled back whole, so it is tried again.
+# Ingest meets one when readings start a new TimescaleDB chunk under concurrent requests: the
+# request creating the chunk must lock `devices` to add the chunk's foreign key, while the others,
+# whose statement has already opened `devices` for its update, wait for that chunk.
 ATTEMPTS = 3
 
 
@@ -38,7 +41,7 @@ def telemetry_ingest(
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return _ingest(device=device, readings=readings, rules=rules)
-        except (DatabaseError, psycopg.Error) as error:
+        except DATABASE_ERRORS as error:
             # Everything was rolled back; a deadlock on a new chunk clears on the next attempt.
             # (Inside a caller's transaction the error has spoilt that transaction: not ours to retry.)
             if attempt == ATTEMPTS or not is_retryable(error) or connection.in_atomic_block:

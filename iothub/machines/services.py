@@ -19,6 +19,7 @@ from iothub.events.models import Event
 from iothub.events.services import RESULT_COMPLETED, RESULT_FAILED, event_action_result_update, execution_time_text
 from iothub.machines.client import MachineApiError, machine_stop
 from iothub.machines.models import CommandStatus, MachineCommand
+from iothub.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,10 @@ def _record_success(*, command: MachineCommand) -> None:
             "attempts": command.attempt_count,
         },
     )
-    logger.info("stopped machine %s for event %s", command.machine_id, command.event_id)
+    metrics.machine_command_attempted(outcome="completed")
+    logger.info(
+        "stopped machine %s for event %s", command.machine_id, command.event_id, extra=_log_fields(command, "completed")
+    )
 
 
 def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
@@ -114,6 +118,7 @@ def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
         command.next_attempt_at = now + delay
         command.save(update_fields=["attempt_count", "last_attempt_at", "last_error", "next_attempt_at", "updated_at"])
         _result_update(command=command, changes={"attempts": command.attempt_count, "last_error": str(error)})
+        metrics.machine_command_attempted(outcome="retry")
         logger.warning(
             "stop of machine %s for event %s failed (%s); retry %d in %s",
             command.machine_id,
@@ -121,6 +126,7 @@ def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
             error,
             command.attempt_count,
             delay,
+            extra=_log_fields(command, "retry"),
         )
         return
     command.status = CommandStatus.FAILED
@@ -137,10 +143,23 @@ def _record_failure(*, command: MachineCommand, error: MachineApiError) -> None:
             "attempts": command.attempt_count,
         },
     )
+    metrics.machine_command_attempted(outcome="failed")
     logger.error(
         "stop of machine %s for event %s failed for good after %d attempt(s): %s",
         command.machine_id,
         command.event_id,
         command.attempt_count,
         error,
+        extra=_log_fields(command, "failed"),
     )
+
+
+def _log_fields(command: MachineCommand, outcome: str) -> dict:
+    """The ids a JSON log line carries for one machine call, as fields a collector can filter on."""
+    return {
+        "machine_command_id": command.id,
+        "event_id": command.event_id,
+        "machine_id": command.machine_id,
+        "attempt": command.attempt_count,
+        "outcome": outcome,
+    }

@@ -43,6 +43,7 @@ from django.db import connection, connections, transaction
 from iothub.db import execute_prepared
 from iothub.devices.models import Device, DeviceType
 from iothub.events.models import Event
+from iothub.monitoring import metrics
 from iothub.notifications.channels import SENDERS, DeliveryError, OutgoingMessage
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.selectors import event_snapshot, notification_context, timestamp_text
@@ -304,11 +305,23 @@ def delivery_send_next() -> bool:
         (still_pending,) = _execute(_PENDING_SQL, {"event_id": delivery.event_id, "template_id": delivery.template_id})
         if not still_pending:
             notification_action_complete(event_id=delivery.event_id, template_id=delivery.template_id)
+    # One log line and one count per attempt, with the ids to find it by (not the address: the
+    # delivery row has it).
+    attempt = (delivery.attempt_count or 0) + 1
+    outcome = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed"}.get(status, "retry")
+    metrics.delivery_attempted(channel=delivery.recipient_type, outcome=outcome)
+    fields = {
+        "delivery_id": delivery.id,
+        "event_id": delivery.event_id,
+        "template_id": delivery.template_id,
+        "channel": delivery.recipient_type,
+        "attempt": attempt,
+        "outcome": outcome,
+    }
     if error is None:
-        logger.debug("delivery %s sent to %s %s", delivery.id, delivery.recipient_type, delivery.recipient_address)
+        logger.info("delivery %s sent by %s", delivery.id, delivery.recipient_type, extra=fields)
     else:
-        attempt = (delivery.attempt_count or 0) + 1
-        logger.warning("delivery %s %s after attempt %s: %s", delivery.id, status, attempt, error)
+        logger.warning("delivery %s %s after attempt %s: %s", delivery.id, status, attempt, error, extra=fields)
     return True
 
 

@@ -29,6 +29,7 @@ from django.db import connection
 from django.utils import timezone
 from psycopg import sql
 
+from iothub.monitoring import metrics
 from iothub.worker.jobs import Job
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Worker:
                 self._resting_until[job.name] = time.monotonic() + ERROR_PAUSE
                 # A broken connection is replaced on its next use; a healthy one is cheap to reopen.
                 connection.close()
+        # Liveness for /metrics: a worker that stops finishing rounds is stuck or gone.
+        metrics.worker_round_finished(time.time())
         return handled
 
     def _seconds_until_due(self) -> float:

@@ -358,28 +358,3 @@ def test_the_device_read_by_token_carries_its_json_as_python(anonymous_client, t
     found.save()  # and saving it back keeps the column an object
     device.refresh_from_db()
     assert device.latest_metrics["vibration"]["value"] == 4.0
-
-
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_concurrent_first_readings_of_a_new_chunk_all_commit(vibration_type):
-    """Concurrent inserts that create the same new chunk can deadlock in TimescaleDB (it locks the
-    devices table for the chunk's foreign key); ingest retries, so every request still commits."""
-    from django.test import Client
-
-    from tests.rules.helpers import run_at_once
-
-    senders = [
-        device_create(device_type=vibration_type, name=f"Chunk {n}", serial_number=f"CHUNK-{n}") for n in range(12)
-    ]
-    at = (timezone.now() - timedelta(days=120)).isoformat()  # a week no chunk covers yet
-
-    def send(n):
-        body = json.dumps({**message(serial=f"CHUNK-{n}"), "timestamp": at})
-        return Client().post(
-            URL, data=body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {senders[n].token}"
-        )
-
-    responses = run_at_once(send, len(senders))
-
-    assert [r.status_code for r in responses] == [201] * len(senders)
-    assert Telemetry.objects.count() == len(senders)

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, the request log, and what `/metrics` exposes."""

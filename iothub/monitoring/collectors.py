@@ -1,0 +1,116 @@
+"""Gauges read from the database when Prometheus scrapes, not kept in memory.
+
+Why at scrape time: the queue, the devices and the events live in PostgreSQL and are changed by
+every web process and every worker, on any host. A gauge kept in one process would know only
+what that process did; the database knows it all, and one scrape every 15 s costs a few index
+reads, not one query per request. Each query below reads an index prefix or a small table:
+
+- devices by status: the devices table (one row per machine, small);
+- open events by severity: `idx_event_status_time` (status first);
+- deliveries pending and failed by channel, and the oldest due one: `idx_notification_delivery_queue`
+  (status first), pending and failed rows only (sent ones, the bulk, are never counted).
+
+When the database does not answer, `/metrics` still answers with the counters, and
+`iothub_database_up` is 0.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from prometheus_client.core import GaugeMetricFamily
+
+from iothub.notifications.services import DEFAULT_RETRY_DELAY_MINUTES
+
+logger = logging.getLogger(__name__)
+
+DEVICE_STATUSES = ("active", "inactive", "error")
+SEVERITIES = ("critical", "warning", "info")
+CHANNELS = ("email", "sms", "webhook")
+
+# A pending delivery is due once it was never tried, or its last attempt is at least its
+# template's retry_delay_minutes old (as the delivery loop decides, iothub/notifications/delivery.py);
+# the age is measured from that moment.
+_DELIVERIES_SQL = """
+SELECT d.recipient_type, d.status, count(*),
+       min(CASE WHEN d.status = 'pending' THEN
+           CASE WHEN COALESCE(d.attempt_count, 0) = 0 OR d.last_attempt_at IS NULL THEN d.created_at
+                ELSE d.last_attempt_at + make_interval(
+                    secs => COALESCE(t.retry_delay_minutes, %(default_delay)s) * %(unit)s) END
+       END)
+FROM notification_deliveries AS d
+JOIN notification_templates AS t ON t.id = d.template_id
+WHERE d.status IN ('pending', 'failed')
+GROUP BY 1, 2
+"""
+
+
+class HubStateCollector:
+    """Registered on the registry `/metrics` builds for each scrape."""
+
+    def collect(self):
+        up = GaugeMetricFamily("iothub_database_up", "Whether the database answered this scrape's queries (1) or not.")
+        try:
+            families = self._families()
+        except DatabaseError:
+            logger.warning("metrics: the database did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> list:
+        now = time.time()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT status, count(*) FROM devices GROUP BY status")
+            devices = dict(cursor.fetchall())
+            cursor.execute(
+                "SELECT severity, count(*) FROM events WHERE status IN ('new', 'acknowledged') GROUP BY severity"
+            )
+            events = dict(cursor.fetchall())
+            cursor.execute(
+                _DELIVERIES_SQL,
+                {"default_delay": DEFAULT_RETRY_DELAY_MINUTES, "unit": settings.IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS},
+            )
+            deliveries = cursor.fetchall()
+
+        device_family = GaugeMetricFamily("iothub_devices", "Devices by status.", labels=["status"])
+        for status in sorted(set(DEVICE_STATUSES) | set(devices)):
+            device_family.add_metric([status], devices.get(status, 0))
+
+        event_family = GaugeMetricFamily(
+            "iothub_events_open", "Events not yet resolved (new or acknowledged), by severity.", labels=["severity"]
+        )
+        for severity in sorted(set(SEVERITIES) | set(events)):
+            event_family.add_metric([severity], events.get(severity, 0))
+
+        counts: dict[tuple[str, str], int] = {}
+        oldest_due: float | None = None
+        for channel, status, count, due_since in deliveries:
+            counts[(channel, status)] = count
+            if due_since is not None and due_since.timestamp() <= now:
+                age = now - due_since.timestamp()
+                oldest_due = age if oldest_due is None else max(oldest_due, age)
+        queue = GaugeMetricFamily(
+            "iothub_notification_queue_depth",
+            "Deliveries waiting to be sent (pending), by channel; includes those waiting for a retry.",
+            labels=["channel"],
+        )
+        failed = GaugeMetricFamily(
+            "iothub_notification_deliveries_failed",
+            "Deliveries that failed for good (retries exhausted), by channel.",
+            labels=["channel"],
+        )
+        channels = sorted(set(CHANNELS) | {channel for channel, _ in counts})
+        for channel in channels:
+            queue.add_metric([channel], counts.get((channel, "pending"), 0))
+            failed.add_metric([channel], counts.get((channel, "failed"), 0))
+        age = GaugeMetricFamily(
+            "iothub_notification_queue_oldest_due_age_seconds",
+            "How long the oldest due delivery has been waiting for the worker (0 when none is due).",
+        )
+        age.add_metric([], round(oldest_due or 0.0, 3))
+        return [device_family, event_family, queue, failed, age]

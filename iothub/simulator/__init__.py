@@ -1,0 +1,1 @@
+"""The device simulator: realistic readings posted through the real HTTP ingest (`manage.py simulate`)."""
