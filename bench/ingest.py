@@ -126,27 +126,18 @@ class Hub:
             self.process.kill()
 
 
-def start_hub(env: dict, *, port: int, workers: int, threads: int) -> Hub:
+def start_hub(env: dict, *, port: int, workers: int | None, threads: int | None) -> Hub:
     log = open(ROOT / "var" / "bench-gunicorn.log", "w")  # noqa: SIM115 - lives as long as the hub
+    # The production configuration (gunicorn.conf.py), sized by the same variables an operator sets.
+    hub_env = {**env, "IOTHUB_PORT": str(port)}
+    if workers:
+        hub_env["IOTHUB_WORKERS"] = str(workers)
+    if threads:
+        hub_env["IOTHUB_THREADS"] = str(threads)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "iothub.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "75",
-        ],
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
         cwd=ROOT,
-        env=env,
+        env=hub_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -321,8 +312,8 @@ def main() -> None:
     parser.add_argument("--batch-clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=200.0, help="fixed rate for the latency measurement")
     parser.add_argument("--port", type=int, default=8900)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
@@ -333,8 +324,8 @@ def main() -> None:
         "SECRET_KEY": os.environ.get("SECRET_KEY") or uuid.uuid4().hex * 2,
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DB_POOL_MIN_SIZE": str(args.threads),
-        "DB_POOL_MAX_SIZE": str(args.threads),
+        "DB_POOL_MIN_SIZE": str(args.threads or 2),
+        "DB_POOL_MAX_SIZE": str(args.threads or 2),
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
@@ -362,7 +353,8 @@ def main() -> None:
         return batch_bodies[next(batch_cycle) % len(batch_bodies)]
 
     hub = start_hub(env, port=args.port, workers=args.workers, threads=args.threads)
-    print(f"hub: gunicorn gthread, {args.workers} workers x {args.threads} threads, on {hub.url}", flush=True)
+    sizing = f"{args.workers or 'default'} workers x {args.threads or 'default'} threads"
+    print(f"hub: gunicorn -c gunicorn.conf.py, {sizing}, on {hub.url}", flush=True)
     try:
         client_cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         asyncio.run(closed_loop(hub.url, single, clients=8, seconds=3))  # warm-up

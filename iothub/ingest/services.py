@@ -2,11 +2,11 @@
 evaluated, in one transaction. The caller replies only after it commits, so an acknowledged
 reading is a committed one."""
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from django.db import connection, transaction
 
 from iothub.db import DATABASE_ERRORS, execute_prepared, is_retryable
@@ -132,7 +132,8 @@ def _store_and_record(*, device: Device, readings: Sequence[NewReading]) -> list
     params = {
         "device_id": device.id,
         "timestamps": [r.timestamp for r in readings],
-        "payloads": [json.dumps(r.payload, separators=(",", ":")) for r in readings],
+        # orjson: a tenth of the stdlib's time, which counts at 500 messages a batch.
+        "payloads": [orjson.dumps(r.payload).decode() for r in readings],
         "primary_metric": device_type.metric_name,
         "metric_min": device_type.metric_min,
         "metric_max": device_type.metric_max,

@@ -177,6 +177,8 @@ def _metric_error(name: str, value: object) -> str | None:
         return f"must be a number, not {_json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return "is out of range (not a finite number)"
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return "is out of range for an integer (64 bits); send it as a decimal number"
     return None
 
 

@@ -209,6 +209,20 @@ def test_a_number_beyond_double_range_is_refused(anonymous_client, token):
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("nothing_written")
+def test_an_integer_beyond_64_bits_is_refused(anonymous_client, token):
+    raw = '{"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"counter": 9223372036854775808}}'
+    assert_refused(post(anonymous_client, token, raw), 400, "metrics.counter", contains="64 bits")
+
+
+@pytest.mark.django_db
+def test_the_largest_64_bit_integer_is_stored_exactly(anonymous_client, token, device):
+    raw = '{"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"counter": 9223372036854775807}}'
+    assert post(anonymous_client, token, raw).status_code == 201
+    assert Telemetry.objects.get(device=device).payload["metrics"]["counter"] == 2**63 - 1
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("nothing_written")
 def test_a_timestamp_too_far_in_the_future_is_refused(anonymous_client, token, settings):
     settings.IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=60)
     ahead = (timezone.now() + timedelta(minutes=5)).isoformat()
