@@ -29,7 +29,7 @@ from iothub.machines.services import machine_command_enqueue
 from iothub.monitoring import metrics
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
-from iothub.rules.conditions import condition_matches, metric_decimal
+from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
 from iothub.rules.services import rule_trigger_claim
@@ -39,7 +39,9 @@ from iothub.telemetry.services import NewReading, StoredReading
 def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule]) -> bool:
     """Whether any rule's condition holds for any reading: the pure comparison alone, no database.
 
-    When it is False, no event can be raised, ingest needs no transaction around its write and
+    A rule whose condition holds but which is still cooling down (as read with the device) cannot
+    trigger either. When it is False, no event can be raised, ingest needs no transaction around its
+    write and
     `readings_evaluate` is not called: the evaluations made here are the request's, and are counted.
     """
     primary_metric = device.device_type.metric_name
@@ -49,7 +51,9 @@ def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rule
             value = metric_decimal(reading.metrics.get(rule.metric or primary_metric))
             if value is None:
                 continue
-            if condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
+            if condition_matches(operator=rule.operator, value=value, threshold=rule.threshold) and not _cooling_down(
+                rule, reading.timestamp
+            ):
                 return True
             evaluated += 1
     metrics.rules_evaluated(evaluated)
@@ -80,13 +84,22 @@ def readings_evaluate(
             evaluated += 1
             if not condition_matches(operator=rule.operator, value=value, threshold=rule.threshold):
                 continue
+            # A rule still cooling down (as read with the device, or since a reading of this batch
+            # claimed it) cannot claim: skip the claim's round trip.
+            if _cooling_down(rule, reading.timestamp):
+                continue
             if not rule_trigger_claim(rule_id=rule.id, at=reading.timestamp):
                 continue
+            rule.last_triggered_at = reading.timestamp
             event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
             _actions_enqueue(event=event, actions=rule_actions(rule))
             events.append(event)
     metrics.rules_evaluated(evaluated)
     return events
+
+
+def _cooling_down(rule: Rule, at) -> bool:
+    return cooldown_blocks(last_triggered_at=rule.last_triggered_at, cooldown_minutes=rule.cooldown_minutes, at=at)
 
 
 def _actions_enqueue(*, event: Event, actions: list[dict]) -> None:

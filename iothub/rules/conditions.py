@@ -8,6 +8,7 @@ it, never through binary floating point.
 import math
 import operator as _operator
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 # The spec's operators (`rules.operator`), with the symbol a message shows for each.
@@ -22,6 +23,8 @@ OPERATORS: dict[str, Callable[[Decimal, Decimal], bool]] = {
 OPERATOR_SYMBOLS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "!="}
 # The same comparisons in SQL, for scans that filter in the database first (the backtest); a fixed
 # table, never built from input.
+# What a NULL `rules.cooldown_minutes` means (the spec's column default).
+DEFAULT_COOLDOWN_MINUTES = 15
 SQL_OPERATORS: dict[str, str] = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<=", "eq": "=", "neq": "<>"}
 
 
@@ -63,3 +66,17 @@ def decimal_text(value: Decimal) -> str:
     never in exponent notation (`Decimal('100').normalize()` alone would give `1E+2`)."""
     text = format(value.normalize(), "f")
     return "0" if text in {"-0", ""} else text
+
+
+def cooldown_blocks(*, last_triggered_at: datetime | None, cooldown_minutes: int | None, at: datetime) -> bool:
+    """Whether a rule last triggered at `last_triggered_at` is still cooling down for a reading
+    taken at `at` (a NULL cooldown reads as the default, 15 minutes).
+
+    The same test the cooldown claim makes in the database. `last_triggered_at` only ever moves
+    forward, so a copy read earlier in the request can only say "not blocked" too often, never
+    too rarely: when it says blocked, the claim would fail, and its round trip can be saved.
+    """
+    if last_triggered_at is None:
+        return False
+    minutes = DEFAULT_COOLDOWN_MINUTES if cooldown_minutes is None else cooldown_minutes
+    return last_triggered_at > at - timedelta(minutes=minutes)

@@ -10,9 +10,9 @@ from django.db import connection, transaction
 
 from iothub.devices.models import Device
 from iothub.rules.actions import action_config_validate
+from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES
 from iothub.rules.models import Rule, Severity
 
-DEFAULT_COOLDOWN_MINUTES = 15  # what a NULL `cooldown_minutes` reads as (the column's default)
 MAX_COOLDOWN_MINUTES = 366 * 24 * 60  # a year; longer is a disabled rule in disguise
 # A metric name as telemetry messages carry it (letters first; digits, `_`, `.`, `-` after).
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,49}")

@@ -1,10 +1,11 @@
 """The pure rule comparison: no database, no models."""
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from iothub.rules.conditions import OPERATORS, condition_matches, decimal_text, metric_decimal
+from iothub.rules.conditions import OPERATORS, condition_matches, cooldown_blocks, decimal_text, metric_decimal
 from iothub.rules.models import Operator
 
 T = Decimal("15")
@@ -68,3 +69,24 @@ def test_non_numbers_are_not_evaluated(raw):
 )
 def test_decimal_text_reads_as_a_person_writes(value, text):
     assert decimal_text(Decimal(value)) == text
+
+
+# --- The cooldown test, as the claim makes it ---------------------------------------------------
+
+T0 = datetime(2025, 1, 21, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("last", "cooldown", "at", "blocked"),
+    [
+        (None, 15, T0, False),  # never triggered
+        (T0, 15, T0 + timedelta(minutes=14, seconds=59), True),
+        (T0, 15, T0 + timedelta(minutes=15), False),  # the claim's `<=`: exactly the cooldown later
+        (T0, 0, T0, False),  # no cooldown
+        (T0, None, T0 + timedelta(minutes=14), True),  # NULL reads as 15 minutes
+        (T0, None, T0 + timedelta(minutes=15), False),
+        (T0, 15, T0 - timedelta(minutes=1), True),  # a reading older than the last trigger
+    ],
+)
+def test_cooldown_blocks_as_the_claim_does(last, cooldown, at, blocked):
+    assert cooldown_blocks(last_triggered_at=last, cooldown_minutes=cooldown, at=at) is blocked

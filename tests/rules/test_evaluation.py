@@ -312,3 +312,32 @@ def test_the_enabled_rules_query_can_use_the_specs_index(device):
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "idx_rule_device_enabled" in plan, plan
+
+
+def test_a_batch_over_the_threshold_claims_the_cooldown_once(client, token, device, t0, monkeypatch):
+    """Readings inside the cooldown a reading of the same batch just claimed cannot claim: one
+    claim round trip for the batch, not one per reading."""
+    from iothub.ingest import evaluation
+
+    make_rule(device, cooldown_minutes=15)
+    claims = []
+    real_claim = evaluation.rule_trigger_claim
+    monkeypatch.setattr(evaluation, "rule_trigger_claim", lambda **kw: claims.append(kw) or real_claim(**kw))
+
+    batch = [message(device, at=t0 + timedelta(seconds=i), vibration=20) for i in range(50)]
+    assert len(send(client, token, batch)["events"]) == 1
+    assert len(claims) == 1
+
+
+def test_a_rule_cooling_down_as_read_with_the_device_is_not_claimed_again(client, token, device, t0, monkeypatch):
+    from iothub.ingest import evaluation
+
+    make_rule(device, cooldown_minutes=15)
+    assert len(send(client, token, message(device, at=t0, vibration=20))["events"]) == 1
+    claims = []
+    monkeypatch.setattr(evaluation, "rule_trigger_claim", lambda **kw: claims.append(kw) or True)
+
+    later = message(device, at=t0 + timedelta(minutes=5), vibration=20)
+    assert send(client, token, later)["events"] == []
+    assert claims == []  # the device's read already said "cooling down"
+    assert Event.objects.count() == 1
