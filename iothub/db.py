@@ -1,6 +1,8 @@
 """Database helpers the apps share: expressions for the spec's defaults, and prepared execution
 of the few statements every ingest request runs."""
 
+from collections.abc import Sequence
+
 import psycopg
 from django.db import DatabaseError, connection, models
 
@@ -44,19 +46,24 @@ def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
         return cursor.fetchall()
 
 
-def model_columns(model: type[models.Model]) -> list[str]:
-    """The model's column names, in field order: the SELECT list for `model_from_row`."""
-    return [field.attname for field in model._meta.concrete_fields]
+def model_columns(model: type[models.Model], fields: Sequence[str] | None = None) -> list[str]:
+    """The column names of the model's fields (all, or those named), in field order: the SELECT
+    list for `model_from_row`."""
+    return [f.attname for f in model._meta.concrete_fields if fields is None or f.attname in fields]
 
 
-def model_from_row(model: type[models.Model], values) -> models.Model:
-    """An instance from a raw row of `model_columns(model)`, converted as the ORM would (JSON text
-    to Python for JSON fields); `Model.from_db` alone does not convert."""
+def model_from_row(model: type[models.Model], values, fields: Sequence[str] | None = None) -> models.Model:
+    """An instance from a raw row of `model_columns(model, fields)`, converted as the ORM would
+    (JSON text to Python for JSON fields), which `Model.from_db` alone does not. Fields left out
+    are deferred, as with `.only()`."""
+    columns = model_columns(model, fields)
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
     row = list(values)
-    for index, field in enumerate(model._meta.concrete_fields):
+    for index, column in enumerate(columns):
+        field = by_attname[column]
         if hasattr(field, "from_db_value"):
             row[index] = field.from_db_value(row[index], None, connection)
-    return model.from_db("default", model_columns(model), row)
+    return model.from_db("default", columns, row)
 
 
 # What PostgreSQL aborts to break a cycle or a conflict, leaving nothing written: the work can

@@ -18,9 +18,17 @@ class Sender:
     rules: list[Rule]  # enabled, by id
 
 
-_DEVICE = model_columns(Device)
-_TYPE = model_columns(DeviceType)
-_RULE = model_columns(Rule)
+# Only what ingest and the events it raises use (the rest stays deferred, as with `.only()`): the
+# device's `latest_metrics` alone can be kilobytes of JSON, and every timestamp costs its parsing.
+_DEVICE_FIELDS = ["id", "device_type_id", "name", "serial_number", "location", "status"]
+_TYPE_FIELDS = ["id", "name", "metric_name", "metric_unit", "metric_min", "metric_max"]
+_RULE_FIELDS = [
+    "id", "device_id", "name", "operator", "threshold", "action_config", "cooldown_minutes",
+    "last_triggered_at", "is_enabled", "metric", "severity",
+]  # fmt: skip
+_DEVICE = model_columns(Device, _DEVICE_FIELDS)
+_TYPE = model_columns(DeviceType, _TYPE_FIELDS)
+_RULE = model_columns(Rule, _RULE_FIELDS)
 # One row per enabled rule (or one row of NULL rule columns): the device's columns repeat, which
 # costs less than a second round trip. `idx_rule_device_enabled` serves the join.
 _SENDER_SQL = (
@@ -41,10 +49,10 @@ def sender_get_by_token(*, token: str) -> Sender | None:
     if not rows:
         return None
     first = rows[0]
-    device = model_from_row(Device, first[: len(_DEVICE)])
-    device.device_type = model_from_row(DeviceType, first[len(_DEVICE) : len(_DEVICE) + len(_TYPE)])
+    device = model_from_row(Device, first[: len(_DEVICE)], _DEVICE_FIELDS)
+    device.device_type = model_from_row(DeviceType, first[len(_DEVICE) : len(_DEVICE) + len(_TYPE)], _TYPE_FIELDS)
     rule_start = len(_DEVICE) + len(_TYPE)
-    rules = [model_from_row(Rule, row[rule_start:]) for row in rows if row[rule_start] is not None]
+    rules = [model_from_row(Rule, row[rule_start:], _RULE_FIELDS) for row in rows if row[rule_start] is not None]
     for rule in rules:
         rule.device = device
     return Sender(device=device, rules=rules)
