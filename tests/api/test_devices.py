@@ -155,7 +155,7 @@ def test_update_refuses_bad_input_and_leaves_the_row(operator_client, device, ne
     assert (stored.name, stored.serial_number, stored.status) == ("Press 7", "VIB-SN-007", "active")
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_duplicate_serial_number_created_concurrently_is_a_conflict_not_a_500(operator_client, new_device):
     """Two requests for one serial: both pass validation, the database refuses the second."""
     result = {}

@@ -42,9 +42,10 @@ def chromium_path() -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """The browser tests run last. They commit (for the live server to see) and the database is
-    flushed after each; after that flush the content types and permissions come back under new ids
-    (seen with Playwright's event loop running in this thread, even with `serialized_rollback`),
-    and a later test that restores the migrated rows (`serialized_rollback`) collides with them."""
+    flushed after each, so the content types and permissions come back under new ids; running them
+    last keeps every other test's view of the migrated rows as the migrations left them. (No test
+    restores migrated rows with `serialized_rollback`: it collides with such recreated rows; the
+    role groups, the one migrated data tests need, are recreated by the fixtures.)"""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 

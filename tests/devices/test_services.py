@@ -58,7 +58,7 @@ def test_type_update_refuses_fields_it_does_not_own(vibration_type):
         device_type_update(device_type=vibration_type, data={"created_at": timezone.now()})
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_partial_updates_cannot_invert_the_range(vibration_type):
     """One request raises metric_min to 20 while another lowers metric_max to 10: each alone is
     valid against the stored 0..25, together they are not, so the second must be refused."""
