@@ -326,7 +326,6 @@ def main() -> None:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DB_POOL_MIN_SIZE": str(args.threads or 2),
         "DB_POOL_MAX_SIZE": str(args.threads or 2),
-        "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
     (ROOT / "var").mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """Database helpers the apps share: expressions for the spec's defaults, and prepared execution
 of the few statements every ingest request runs."""
 
+import functools
 from collections.abc import Sequence
 
 import psycopg
@@ -49,21 +50,28 @@ def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
 def model_columns(model: type[models.Model], fields: Sequence[str] | None = None) -> list[str]:
     """The column names of the model's fields (all, or those named), in field order: the SELECT
     list for `model_from_row`."""
-    return [f.attname for f in model._meta.concrete_fields if fields is None or f.attname in fields]
+    return list(_row_layout(model, None if fields is None else tuple(fields))[0])
 
 
 def model_from_row(model: type[models.Model], values, fields: Sequence[str] | None = None) -> models.Model:
     """An instance from a raw row of `model_columns(model, fields)`, converted as the ORM would
     (JSON text to Python for JSON fields), which `Model.from_db` alone does not. Fields left out
     are deferred, as with `.only()`."""
-    columns = model_columns(model, fields)
-    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    columns, converters = _row_layout(model, None if fields is None else tuple(fields))
     row = list(values)
-    for index, column in enumerate(columns):
-        field = by_attname[column]
-        if hasattr(field, "from_db_value"):
-            row[index] = field.from_db_value(row[index], None, connection)
+    for index, convert in converters:
+        row[index] = convert(row[index], None, connection)
     return model.from_db("default", columns, row)
+
+
+@functools.cache
+def _row_layout(model: type[models.Model], fields: tuple[str, ...] | None) -> tuple[tuple[str, ...], tuple]:
+    """The columns of a row of `model`, and the converters for those that need one; worked out
+    once per model and field list (ingest builds models from rows on every request)."""
+    chosen = [f for f in model._meta.concrete_fields if fields is None or f.attname in fields]
+    columns = tuple(f.attname for f in chosen)
+    converters = tuple((i, f.from_db_value) for i, f in enumerate(chosen) if hasattr(f, "from_db_value"))
+    return columns, converters
 
 
 # What PostgreSQL aborts to break a cycle or a conflict, leaving nothing written: the work can
