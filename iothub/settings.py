@@ -347,5 +347,11 @@ LOGGING = {
     },
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "line"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Libraries' per-request chatter: the hub logs each delivery itself, with its ids.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "mail.log": {"level": "WARNING"},  # aiosmtpd (the demo receivers, the tests' SMTP server)
+    },
 }

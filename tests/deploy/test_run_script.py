@@ -5,6 +5,7 @@ embedded PostgreSQL in a temporary folder), reusing this virtual environment thr
 """
 
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -55,10 +56,10 @@ def server_url(dbname: str) -> str:
 class RunningHub:
     """`./scripts/run` in its own process group, its output collected line by line."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], *options: str):
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [str(ROOT / "scripts" / "run")],
+            [str(ROOT / "scripts" / "run"), *options],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -235,3 +236,60 @@ def test_run_without_a_postgresql_starts_an_embedded_one_and_says_timescaledb_is
         if (pgdata / "postmaster.pid").exists():
             runlib = ROOT / "scripts" / "runlib.py"
             subprocess.run([sys.executable, str(runlib), "embedded-stop", str(pgdata)], check=False)
+
+
+def post_json(url: str, body: dict, headers: dict[str, str]) -> dict:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the hub's own http URL
+        url, data=data, headers={"Content-Type": "application/json", **headers}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def get_json(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def test_the_readme_demo_a_reading_over_the_threshold_emails_calls_the_webhook_and_completes(
+    tmp_path, scratch_database
+):
+    """The README's demo, step by step: `./scripts/run --demo-alerts`, then the reading over the
+    rule's threshold posted as the device; the email and the verified webhook show in the run's
+    output, and the event's execution_results entry completes with both sent."""
+    port, smtp_port = free_port(), free_port(8700)
+    webhook_port = free_port(smtp_port + 1)
+    env = hub_env(tmp_path, database_url=server_url(scratch_database), port=port)
+    env.update(IOTHUB_DEMO_SMTP_PORT=str(smtp_port), IOTHUB_DEMO_WEBHOOK_PORT=str(webhook_port))
+    hub = RunningHub(env, "--demo-alerts")
+    try:
+        hub.wait_ready()
+        base = f"http://127.0.0.1:{port}"
+        api_token = hub.value(r"API token +(\S+)")
+        device_token = hub.value(r'Device +VIB-SN-001 "Press 3", token (iot_\S+)')
+        assert 'rule "High vibration" (vibration > 15)' in hub.output
+
+        reply = post_json(
+            f"{base}/api/v1/telemetry/",
+            {"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"vibration": 16.2}},
+            {"Authorization": f"Bearer {device_token}"},
+        )
+        (event,) = reply["events"]
+        assert event["message"] == 'Vibration 16.2 mm_s > 15 on "Press 3" (Workshop A), rule "High vibration"'
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            results = get_json(f"{base}/api/v1/events/{event['id']}/", api_token)["execution_results"]
+            if results[0]["status"] == "completed":
+                break
+            time.sleep(0.5)
+        assert results[0]["status"] == "completed", results
+        assert (results[0]["sent_count"], results[0]["failed_count"]) == (2, 0)
+        assert "email to ops@example.com: warning: High vibration on Press 3 (Workshop A)" in hub.output
+        assert re.search(r"webhook /hooks id ntf_\S+: signature verified", hub.output), hub.output
+
+        assert_stops_cleanly(hub, port)
+    finally:
+        hub.kill_group()

@@ -1,8 +1,10 @@
-"""`python manage.py load_demo`: the spec's example device type and device, idempotently."""
+"""`python manage.py load_demo`: the spec's example device type and device, idempotently; with
+`--alerts`, the demo's alerting too (a template and a rule, iothub.notifications.demo)."""
 
 from django.core.management.base import BaseCommand
 
 from iothub.devices.demo import demo_load
+from iothub.notifications.demo import demo_alerts_load
 
 
 class Command(BaseCommand):
@@ -12,7 +14,15 @@ class Command(BaseCommand):
         "The device's token is not printed: `demo_access` (or the API's rotate-token) issues one."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--alerts",
+            metavar="WEBHOOK_URL",
+            help="also the demo template (email to ops@example.com and this webhook) and the rule "
+            "`vibration > 15` on the demo device",
+        )
+
+    def handle(self, *args, alerts: str | None = None, **options):
         demo = demo_load()
         device_type, device = demo.device_type, demo.device
         self.stdout.write(f"device type {device_type.name}: {'created' if demo.device_type_created else 'present'}")
@@ -20,3 +30,11 @@ class Command(BaseCommand):
             f'device {device.serial_number} "{device.name}" in {device.location or "no location"}: '
             f"{'created' if demo.device_created else 'present'}"
         )
+        if alerts:
+            loaded = demo_alerts_load(device=device, webhook_url=alerts)
+            self.stdout.write(
+                f'template "{loaded.template.name}": {"created" if loaded.template_created else "present"}'
+            )
+            self.stdout.write(
+                f'rule "{loaded.rule.name}" (vibration > 15): {"created" if loaded.rule_created else "present"}'
+            )
