@@ -24,6 +24,10 @@ COPY . .
 # collectstatic imports the settings, which need a SECRET_KEY; this one exists only in this step.
 RUN SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --noinput --verbosity 0
 
+# Prometheus multiprocess counters (docs/monitoring.md): a folder the hub's user owns, which the
+# compose file's `metrics` volume, shared by `web` and `worker`, takes its ownership from.
+RUN mkdir -p /var/lib/iothub/metrics && chown iothub:iothub /var/lib/iothub/metrics
+
 USER iothub
 EXPOSE 8000
 # gunicorn.conf.py reads IOTHUB_BIND, IOTHUB_PORT, IOTHUB_WORKERS and IOTHUB_THREADS.

@@ -68,9 +68,16 @@ def test_compose_config_accepts_the_file_and_has_the_four_services(compose):
     services = config(compose, SECRET_KEY="k" * 50)["services"]
 
     assert set(services) == {"db", "migrate", "web", "worker"}
-    assert services["migrate"]["command"][-1] == (
+    assert services["migrate"]["command"][-1].endswith(
         "python manage.py migrate --noinput && python manage.py setup_timescaledb"
     )
+    # gunicorn's processes and the worker count into one shared folder, which migrate empties first.
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/var/lib/iothub/metrics"
+        assert {"source": "metrics", "target": "/var/lib/iothub/metrics"}.items() <= services[name]["volumes"][
+            0
+        ].items()
+    assert services["migrate"]["command"][-1].startswith("find /var/lib/iothub/metrics -mindepth 1 -delete && ")
     assert services["web"]["command"] == ["gunicorn", "--config", "gunicorn.conf.py"]
     assert services["worker"]["command"] == ["python", "manage.py", "run_worker"]
     for name in ("migrate", "web", "worker"):
