@@ -16,7 +16,6 @@ from rest_framework.validators import UniqueValidator
 
 from iothub.events.models import Event
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate, RecipientType
-from iothub.notifications.recipients import RecipientError, recipients_parse
 from iothub.notifications.selectors import (
     event_with_context_relations,
     notification_context,
@@ -46,6 +45,7 @@ from iothub.notifications.templating import (
     template_render,
     template_validate,
 )
+from iothub.recipients import RecipientError, recipients_parse
 
 
 class Conflict(APIException):

@@ -21,9 +21,9 @@ from iothub.events.services import (
     execution_time_text,
 )
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
-from iothub.notifications.recipients import Recipient, RecipientError, recipient_parse, recipients_merge
 from iothub.notifications.selectors import notification_context
 from iothub.notifications.templating import template_render
+from iothub.recipients import Recipient, RecipientError, recipient_parse, recipients_merge
 from iothub.rules.models import Rule
 
 logger = logging.getLogger(__name__)

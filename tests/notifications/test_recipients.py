@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from iothub.notifications.recipients import (
+from iothub.recipients import (
     MAX_RECIPIENTS,
     Recipient,
     RecipientError,

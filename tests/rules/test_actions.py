@@ -72,23 +72,34 @@ def test_invalid_configs_are_refused_naming_the_action_and_key(config, message):
 
 
 @pytest.mark.parametrize(
-    ("recipients", "message"),
+    ("recipients", "path", "phrase"),
     [
-        ("admin@company.com", "[0].recipients: must be a list"),
-        (["not-an-email"], "[0].recipients[0]: 'not-an-email' is not an email address"),
-        ([42], "[0].recipients[0]: must be an email address or an object"),
-        ([{"type": "pager", "number": "1"}], "[0].recipients[0].type: 'pager' is not a recipient type"),
-        ([{"type": "email"}], "[0].recipients[0].address: is required for a email recipient"),
-        ([{"type": "email", "address": "nope"}], "[0].recipients[0].address: 'nope' is not an email address"),
-        ([{"type": "sms", "phone": "call me"}], "[0].recipients[0].phone: 'call me' is not a phone number"),
-        ([{"type": "webhook", "url": "ftp://x.example.com"}], "[0].recipients[0].url: 'ftp://x.example.com' is not"),
-        ([{"type": "email", "address": "a@b.com", "cc": "c@d.com"}], "[0].recipients[0].cc: unknown key"),
-        ([{"type": "email", "address": "a@b.com", "name": 5}], "[0].recipients[0].name: must be a string"),
+        ("admin@company.com", "[0].recipients", "must be a list"),
+        (["not-an-email"], "[0].recipients[0]", "not a valid email address"),
+        ([42], "[0].recipients[0]", "must be an object"),
+        ([{"type": "pager", "number": "1"}], "[0].recipients[0].type", "must be one of email, sms, webhook"),
+        ([{"type": "email"}], "[0].recipients[0].address", "required for a email recipient"),
+        ([{"type": "email", "address": "nope"}], "[0].recipients[0].address", "not a valid email address"),
+        ([{"type": "sms", "phone": "call me"}], "[0].recipients[0].phone", "not an E.164 phone number"),
+        # What the enqueue would refuse, refused when the rule is saved: E.164 needs its plus.
+        ([{"type": "sms", "phone": "380501234567"}], "[0].recipients[0].phone", "not an E.164 phone number"),
+        ([{"type": "webhook", "url": "ftp://x.example.com"}], "[0].recipients[0].url", "http"),
+        ([{"type": "webhook", "url": "http://127.0.0.1/hook"}], "[0].recipients[0].url", "private"),
+        ([{"type": "email", "address": "a@b.com", "cc": "c@d.com"}], "[0].recipients[0]", "unknown key(s) cc"),
+        ([{"type": "email", "address": "a@b.com", "name": 5}], "[0].recipients[0].name", "must be a string"),
+        (["a@b.com", "A@B.com"], "[0].recipients[1]", "the same recipient as [0].recipients[0]"),
     ],
 )
-def test_invalid_recipients_are_refused_naming_their_position(template, recipients, message):
+def test_invalid_recipients_are_refused_naming_their_position(template, recipients, path, phrase):
     found = problems([{"type": "notification", "template_id": template.id, "recipients": recipients}])
-    assert any(p.startswith(message) for p in found), found
+    assert any(p.startswith(path + ":") and phrase in p for p in found), found
+
+
+def test_a_loopback_webhook_is_accepted_where_the_setting_allows_it(template, settings):
+    settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE = True
+    recipients = [{"type": "webhook", "url": "http://127.0.0.1:9000/hooks"}, "ops@example.com"]
+    config = [{"type": "notification", "template_id": template.id, "recipients": recipients}]
+    assert action_config_validate(config) == config
 
 
 def test_an_inactive_template_is_refused(template):

@@ -26,7 +26,7 @@ from django.conf import settings
 from standardwebhooks import Webhook
 
 from iothub.notifications.channels.base import DeliveryError, OutgoingMessage
-from iothub.notifications.recipients import ip_is_public
+from iothub.recipients import ip_is_public
 
 USER_AGENT = "IoT-Hub-Alpha-Webhooks/1"
 

@@ -6,8 +6,9 @@ A template's recipients are objects, one per kind:
 `{"type": "webhook", "url": "https://..."}`, each with an optional `"name"`. A rule's
 `notification` action may also list bare strings, which are email addresses.
 
-No database access: the rules API can validate a `notification` action's recipients with
-`recipients_parse` when a rule is saved.
+Pure (no models, no database) and at the bottom of the package, because two layers validate
+recipients with it: a rule's `notification` action when the rule is saved (rules), and a template's
+recipients and the enqueue (notifications). One parser, so both accept the same entries.
 """
 
 import ipaddress
@@ -19,7 +20,14 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 
-from iothub.notifications.models import RecipientType
+
+class RecipientType:
+    """The kinds of recipient, as `notification_deliveries.recipient_type` stores them."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    WEBHOOK = "webhook"
+
 
 # The key that holds the address, per kind of recipient.
 ADDRESS_KEY: dict[str, str] = {
