@@ -4,7 +4,6 @@ Thin: validation uses the domain's own checks (`templating`, `recipients`), writ
 `iothub.notifications.services`.
 """
 
-from django.conf import settings
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -36,16 +35,15 @@ from iothub.notifications.services import (
     notification_delivery_retry,
     notification_template_create,
     notification_template_delete,
+    notification_template_recipients_clean,
+    notification_template_text_clean,
     notification_template_update,
 )
 from iothub.notifications.templating import (
     PLACEHOLDERS,
     SAMPLE_CONTEXT,
-    TemplateError,
     template_render,
-    template_validate,
 )
-from iothub.recipients import RecipientError, recipients_parse
 
 
 class Conflict(APIException):
@@ -111,20 +109,10 @@ class NotificationTemplateSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def validate_message_template(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("The message may not be blank.")
-        try:
-            template_validate(value)
-        except TemplateError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return value
+        return notification_template_text_clean(value)
 
     def validate_recipients(self, value: object) -> list[dict]:
-        try:
-            parsed = recipients_parse(value, allow_private=settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE)
-        except RecipientError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return [recipient.as_json() for recipient in parsed]
+        return notification_template_recipients_clean(value)
 
     def to_representation(self, instance):
         return _defaults_for_nulls(

@@ -7,7 +7,6 @@ attempt budget).
 """
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
@@ -19,9 +18,9 @@ from iothub.notifications.services import (
     RETRY_COUNT_MIN,
     RETRY_DELAY_MINUTES_MAX,
     RETRY_DELAY_MINUTES_MIN,
+    notification_template_recipients_clean,
+    notification_template_text_clean,
 )
-from iothub.notifications.templating import TemplateError, template_validate
-from iothub.recipients import RecipientError, recipients_parse
 
 
 def _bounded(value: int | None, low: int, high: int) -> int | None:
@@ -44,21 +43,10 @@ class NotificationTemplateForm(forms.ModelForm):
         ]
 
     def clean_message_template(self):
-        text = self.cleaned_data["message_template"]
-        try:
-            template_validate(text)
-        except TemplateError as error:
-            raise ValidationError(str(error)) from None
-        return text
+        return notification_template_text_clean(self.cleaned_data["message_template"])
 
     def clean_recipients(self):
-        try:
-            parsed = recipients_parse(
-                self.cleaned_data["recipients"], allow_private=settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE
-            )
-        except RecipientError as error:
-            raise ValidationError(str(error)) from None
-        return [recipient.as_json() for recipient in parsed]
+        return notification_template_recipients_clean(self.cleaned_data["recipients"])
 
     def clean_priority(self):
         return _bounded(self.cleaned_data["priority"], PRIORITY_MIN, PRIORITY_MAX)

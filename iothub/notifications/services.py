@@ -9,6 +9,8 @@ import json
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -22,8 +24,8 @@ from iothub.events.services import (
 )
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.selectors import notification_context
-from iothub.notifications.templating import template_render
-from iothub.recipients import Recipient, RecipientError, recipient_parse, recipients_merge
+from iothub.notifications.templating import TemplateError, template_render, template_validate
+from iothub.recipients import Recipient, RecipientError, recipient_parse, recipients_merge, recipients_parse
 from iothub.rules.models import Rule
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,27 @@ def deliveries_wake() -> None:
 # ------------------------------------------------------------------------------------------------
 # Templates
 # ------------------------------------------------------------------------------------------------
+
+
+def notification_template_text_clean(text: str) -> str:
+    """A template's message, validated as every face saves it; a `ValidationError` says why."""
+    if not text.strip():
+        raise ValidationError("The message may not be blank.")
+    try:
+        template_validate(text)
+    except TemplateError as error:
+        raise ValidationError(str(error)) from None
+    return text
+
+
+def notification_template_recipients_clean(values: object) -> list[dict]:
+    """A template's recipients, validated and normalised (E.164 phones, trimmed names) as every
+    face stores them; a `ValidationError` names the entry and key."""
+    try:
+        parsed = recipients_parse(values, allow_private=settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE)
+    except RecipientError as error:
+        raise ValidationError(str(error)) from None
+    return [recipient.as_json() for recipient in parsed]
 
 
 def notification_template_create(
