@@ -149,14 +149,6 @@ def device_revoke_token(*, device: Device) -> None:
     device.save(update_fields=["token_hash", "updated_at"])
 
 
-def device_value_in_range(*, device_type: DeviceType, value) -> bool:
-    """Whether a primary-metric value lies within the type's expected [metric_min, metric_max]."""
-    number = Decimal(str(value))
-    if device_type.metric_min is not None and number < device_type.metric_min:
-        return False
-    return not (device_type.metric_max is not None and number > device_type.metric_max)
-
-
 def _assign(instance, data: Mapping[str, Any], *, allowed: Iterable[str]) -> list[str]:
     """Set the given fields on the instance; returns their names. A field outside `allowed` is a
     programming error, not bad input, so it raises TypeError as an unknown keyword would."""

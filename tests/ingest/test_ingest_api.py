@@ -360,15 +360,3 @@ def test_a_revoked_token_is_refused(anonymous_client, token, device):
 def test_a_deleted_devices_token_is_refused(anonymous_client, token, device):
     device.delete()
     assert post(anonymous_client, token, message()).status_code == 401
-
-
-@pytest.mark.django_db
-def test_the_device_read_by_token_carries_its_json_as_python(anonymous_client, token, device):
-    from iothub.devices.selectors import device_get_by_token
-
-    assert post(anonymous_client, token, message(vibration=4.0)).status_code == 201
-    found = device_get_by_token(token=token)
-    assert found.latest_metrics["vibration"]["value"] == 4.0  # a dict, not JSON text
-    found.save()  # and saving it back keeps the column an object
-    device.refresh_from_db()
-    assert device.latest_metrics["vibration"]["value"] == 4.0
