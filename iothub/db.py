@@ -5,7 +5,7 @@ import functools
 from collections.abc import Sequence
 
 import psycopg
-from django.db import DatabaseError, connection, models
+from django.db import DatabaseError, InterfaceError, connection, models
 
 # What a failed statement raises: Django's wrapper, or psycopg's own from `execute_prepared`.
 DATABASE_ERRORS = (DatabaseError, psycopg.Error)
@@ -33,7 +33,7 @@ class NextVal(models.Func):
 
 def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
     """Run `sql` on Django's connection (inside its current transaction, if any) as a server-side
-    prepared statement, and return its rows.
+    prepared statement, and return its rows (none for a statement that returns none).
 
     Django binds parameters on the client and never prepares, which suits most queries; the
     statements every ingest request runs are worth more: preparing skips PostgreSQL's planning
@@ -44,7 +44,7 @@ def execute_prepared(sql: str, params: dict | list) -> list[tuple]:
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 def model_columns(model: type[models.Model], fields: Sequence[str] | None = None) -> list[str]:
@@ -83,3 +83,26 @@ RETRYABLE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.Serializatio
 def is_retryable(error: BaseException) -> bool:
     """Whether a database error, raw or as Django wraps it, is one a fresh attempt can clear."""
     return isinstance(error, RETRYABLE_ERRORS) or isinstance(error.__cause__, RETRYABLE_ERRORS)
+
+
+# SQLSTATEs that say the server is going away or not there yet: admin_shutdown, crash_shutdown,
+# cannot_connect_now; and class 08, connection exceptions.
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether a database error, raw or as Django wraps it, means the database cannot be reached
+    (down, restarting, the connection lost, no connection to be had from the pool), as opposed to
+    a statement it refused. Such an error says nothing against the request: it can be tried again
+    once the database is back."""
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    if not isinstance(cause, psycopg.Error):
+        # Django's own wrapper without a psycopg cause: an InterfaceError on a closed connection.
+        return isinstance(error, InterfaceError)
+    if isinstance(cause, psycopg.InterfaceError):
+        return True
+    sqlstate = cause.sqlstate
+    if sqlstate is None:
+        # Raised by the client, not the server: connection refused or lost, pool timeout.
+        return isinstance(cause, psycopg.OperationalError)
+    return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")

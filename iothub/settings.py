@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "iothub.notifications",
     "iothub.machines",
     # Flows.
+    "iothub.ingest",
     "iothub.worker",
     # Faces.
     "iothub.api",
@@ -257,8 +258,24 @@ IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUT
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
+# How long the answer to a request sent with an Idempotency-Key is kept for its retries.
+IOTHUB_INGEST_IDEMPOTENCY_HOURS = env_int("IOTHUB_INGEST_IDEMPOTENCY_HOURS", 24, minimum=1)
+# The batched writer (docs/ingest.md): at most this many messages in one transaction, and how long
+# it waits for more after the first (0: it takes whatever is queued when it is free, no timer).
+IOTHUB_INGEST_BATCH_MESSAGES = env_int("IOTHUB_INGEST_BATCH_MESSAGES", 5000, minimum=1)
+IOTHUB_INGEST_BATCH_WAIT_MS = env_int("IOTHUB_INGEST_BATCH_WAIT_MS", 0, minimum=0)
 # Where people reach the hub; links in notifications ({event_url}) start with it.
 IOTHUB_PUBLIC_URL = env_str("IOTHUB_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+
+# ------------------------------------------------------------------------------------------------
+# Serving (gunicorn.conf.py, iothub/asgi.py; docs/deployment.md)
+# ------------------------------------------------------------------------------------------------
+# Threads per process that run Django's requests (the ingest door needs none).
+IOTHUB_THREADS = env_int("IOTHUB_THREADS", 4, minimum=1)
+# A request body must arrive whole within this many seconds (408 otherwise), and be at most this
+# large (413; ingest has its own, smaller cap). Until it has arrived, it holds no thread.
+IOTHUB_HTTP_BODY_TIMEOUT_SECONDS = env_int("IOTHUB_HTTP_BODY_TIMEOUT_SECONDS", 30, minimum=1)
+IOTHUB_HTTP_MAX_BODY_BYTES = env_int("IOTHUB_HTTP_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 # ------------------------------------------------------------------------------------------------
 # Notifications: delivery by the worker, and the settings of each channel (docs/notifications.md).

@@ -12,16 +12,19 @@ in logs and by secret scanners.
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
+import orjson
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from iothub.db import execute_prepared
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 
 TOKEN_PREFIX = "iot_"  # noqa: S105 - a marker, not a secret
@@ -170,3 +173,93 @@ def devices_mark_inactive(*, silent_for: timedelta, now: datetime | None = None)
         .exclude(status=DeviceStatus.INACTIVE)
         .update(status=DeviceStatus.INACTIVE, updated_at=timezone.now())
     )
+
+
+@dataclass(frozen=True)
+class ReadingSeen:
+    """What a device's state keeps of one stored reading: its row id, its time, its metrics."""
+
+    telemetry_id: int
+    timestamp: datetime
+    metrics: Mapping[str, Any]
+
+
+# Lock first, in one order (the devices' ids), then update: two transactions updating overlapping
+# sets of devices then queue on the first device they share instead of deadlocking.
+_LOCK_SQL = "SELECT 1 FROM devices WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR NO KEY UPDATE"
+
+# Per device, from the newest readings of one batch (`latest`: metric -> value, time, row id):
+# - `last_seen` only moves forward;
+# - the status follows DESIGN: `error` while the newest primary-metric reading lies outside the
+#   type's range, `active` otherwise; a reading older than `last_seen` (a buffered backlog) leaves
+#   it alone, and an inactive device that reports is active again;
+# - `latest_metrics` keeps, per metric, the newer of the stored and the batch's value (times in
+#   UTC, always six decimals, so the text does not depend on the session's time zone).
+_UPDATE_SQL = """
+UPDATE devices AS d SET
+    last_seen = GREATEST(d.last_seen, n.last_seen),
+    status = CASE
+        WHEN n.latest ? t.metric_name
+             AND (d.last_seen IS NULL OR (n.latest -> t.metric_name ->> 'timestamp')::timestamptz >= d.last_seen) THEN
+            CASE WHEN (n.latest -> t.metric_name -> 'value')::numeric < t.metric_min
+                   OR (n.latest -> t.metric_name -> 'value')::numeric > t.metric_max THEN 'error'
+                 ELSE 'active' END
+        WHEN d.status = 'inactive' THEN 'active'
+        ELSE d.status
+    END,
+    latest_metrics = (
+        SELECT jsonb_object_agg(
+            key,
+            CASE
+                WHEN old.value IS NULL THEN new.value
+                WHEN new.value IS NULL THEN old.value
+                WHEN (new.value ->> 'timestamp')::timestamptz >= (old.value ->> 'timestamp')::timestamptz
+                    THEN new.value
+                ELSE old.value
+            END
+        )
+        FROM jsonb_each(COALESCE(d.latest_metrics, '{}'::jsonb)) AS old(key, value)
+        FULL JOIN jsonb_each(n.latest) AS new(key, value) USING (key)
+    )
+FROM unnest(%(ids)s::uuid[], %(last_seen)s::timestamptz[], %(latest)s::jsonb[]) AS n(id, last_seen, latest),
+     device_types AS t
+WHERE d.id = n.id AND t.id = d.device_type_id
+RETURNING d.id, d.status
+"""
+
+
+def devices_record_readings(*, readings: Mapping[UUID, Sequence[ReadingSeen]]) -> dict[UUID, str]:
+    """Record in each device's row what its newly stored readings say (last seen, status, latest
+    values), inside the caller's transaction; returns each device's status afterwards.
+
+    The rows are locked in the order of their ids before they change, so concurrent batches that
+    share devices take turns rather than deadlock, and none can move `last_seen` back or replace a
+    newer latest value with an older one.
+    """
+    ids = sorted(readings)
+    if not ids:
+        return {}
+    last_seen, latest = [], []
+    for device_id in ids:
+        newest: dict[str, ReadingSeen] = {}
+        for reading in readings[device_id]:
+            for metric in reading.metrics:
+                seen = newest.get(metric)
+                if seen is None or (reading.timestamp, reading.telemetry_id) >= (seen.timestamp, seen.telemetry_id):
+                    newest[metric] = reading
+        last_seen.append(max(reading.timestamp for reading in readings[device_id]))
+        latest.append(
+            orjson.dumps(
+                {
+                    metric: {
+                        "value": reading.metrics[metric],
+                        "timestamp": reading.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        "telemetry_id": reading.telemetry_id,
+                    }
+                    for metric, reading in newest.items()
+                }
+            ).decode()
+        )
+    execute_prepared(_LOCK_SQL, {"ids": ids})
+    rows = execute_prepared(_UPDATE_SQL, {"ids": ids, "last_seen": last_seen, "latest": latest})
+    return dict(rows)

@@ -1,27 +1,429 @@
-"""The ingest path: one request's readings stored, the device's state recorded, the rules
-evaluated, in one transaction. The caller replies only after it commits, so an acknowledged
-reading is a committed one."""
+"""The ingest path: the requests of a batch (any number of devices, from any door) authenticated,
+validated, and stored in one transaction with the devices' state and the rules' events. The doors
+answer each request only after that transaction commits, so an acknowledged reading is a committed
+one.
 
+One batch, one transaction (group commit), in this order:
+
+1. the senders: every device the batch names, with its type and enabled rules, in one query;
+2. each request validated on its own: a refused request is answered at once and left out, so one
+   bad request never fails its neighbours;
+3. the idempotency keys of the requests that carry one, claimed (a key already answered replays
+   that answer, and its request writes nothing);
+4. the readings, one INSERT for the whole batch (the telemetry app's);
+5. the devices' rows, locked in id order, then updated (the devices app's);
+6. the rules of each device that a reading may trigger, evaluated: cooldown claims, events and
+   their outbox rows (notification deliveries, machine commands);
+7. the answers of keyed requests recorded with their keys; commit.
+
+Why this order is free of deadlocks, in particular at a new TimescaleDB chunk (docs/ingest.md):
+creating a chunk takes `ShareRowExclusiveLock` on `devices` for the chunk's foreign key, which
+waits for every transaction that has already updated `devices`. Here the readings are inserted
+before anything in the transaction updates `devices` or locks its rows, so a transaction that
+waits for a chunk holds nothing the chunk's creator waits for; once past step 5 a transaction
+waits only for rows of devices and rules, which every transaction locks in the same order
+(devices by id, then the rules of devices it holds). Idempotency keys are claimed first, sorted,
+before any of these.
+
+Failure path, so that nothing is answered 2xx unless its rows are committed:
+- a deadlock or serialization failure: the whole batch again (PostgreSQL rolled it back);
+- the database unreachable before the commit: the batch again on a fresh connection once (a
+  pooled connection may have gone stale while idle), then `Unavailable` for every request;
+- the connection lost during the commit: the outcome is unknown, so `Unavailable` (a client that
+  retries with its Idempotency-Key gets the first answer if it had committed);
+- any other refused statement: each request of the batch again in a transaction of its own, so
+  that only the request at fault fails.
+"""
+
+import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
 
 import orjson
+import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 
-from iothub.db import DATABASE_ERRORS, execute_prepared, is_retryable
+from iothub.db import DATABASE_ERRORS, database_unavailable, execute_prepared, is_retryable
 from iothub.devices.models import Device
+from iothub.devices.services import ReadingSeen, device_token_hash, devices_record_readings
 from iothub.events.models import Event
+from iothub.events.selectors import event_summary
 from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
+from iothub.ingest.selectors import Sender, senders_get
+from iothub.ingest.validation import FieldError, IngestRejected, Limits, messages_validate
+from iothub.monitoring import metrics
 from iothub.rules.models import Rule
-from iothub.telemetry.services import NewReading, StoredReading
+from iothub.rules.selectors import rules_enabled_for_device
+from iothub.telemetry.services import NewReading, StoredReading, telemetry_insert
 
 logger = logging.getLogger(__name__)
-# A transaction PostgreSQL chose as a deadlock's victim is rolled back whole, so it is tried again.
-# Ingest meets one when readings start a new TimescaleDB chunk under concurrent requests: the
-# request creating the chunk must lock `devices` to add the chunk's foreign key, while the others,
-# whose statement has already opened `devices` for its update, wait for that chunk.
+
+# Attempts of a batch that PostgreSQL aborted to break a deadlock or a serialization conflict.
 ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """One request as a door received it: a device's message or batch of messages.
+
+    `data` is the decoded JSON body, or the refusal of a body that could not be decoded (kept to
+    be answered after authentication, as a door answers an unknown device before a bad body).
+    The sender is named by its bearer `token` (HTTP) or, where the door authenticated it already,
+    by its `serial_number` (MQTT, whose broker checks the device's credentials)."""
+
+    data: object
+    received_at: datetime
+    token: str | None = None
+    serial_number: str | None = None
+    idempotency_key: str | None = None
+    fingerprint: str | None = None  # SHA-256 of the body, hex: tells a retry from a key's reuse
+
+    @property
+    def message_count(self) -> int:
+        return len(self.data) if isinstance(self.data, list) else 1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Stored and committed. `body` is the answer, JSON; a replayed answer (an Idempotency-Key
+    already answered) is the first one, and carries no readings or events of its own."""
+
+    body: bytes
+    device_id: UUID
+    readings: tuple[StoredReading, ...] = ()
+    events: tuple[Event, ...] = ()
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Refused as a whole, nothing written: the body, a message, or the Idempotency-Key."""
+
+    rejection: IngestRejected
+    device_id: UUID
+
+
+@dataclass(frozen=True)
+class UnknownSender:
+    """No device has this token (unknown, rotated, revoked) or serial number (deleted)."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """The database could not be reached, or the connection was lost while committing: nothing is
+    known to be stored, and the request may be sent again."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The database refused this request's rows for a reason the hub did not foresee (logged with
+    its traceback); nothing of it was stored. Its neighbours in the batch are not affected."""
+
+    error: str
+
+
+UNKNOWN_SENDER = UnknownSender()
+UNAVAILABLE = Unavailable()
+Outcome = Accepted | Refused | UnknownSender | Unavailable | Failed
+
+
+def body_fingerprint(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def ingest_limits() -> Limits:
+    return Limits(
+        max_batch=settings.IOTHUB_INGEST_MAX_BATCH,
+        max_future_skew=settings.IOTHUB_INGEST_MAX_FUTURE_SKEW,
+        max_age=settings.IOTHUB_INGEST_MAX_AGE,
+    )
+
+
+def ingest_batch(requests: Sequence[IngestRequest]) -> list[Outcome]:
+    """Store a batch of requests: one outcome per request, in order. Runs its own transaction, or
+    joins the caller's when called inside one (then a database error is the caller's to handle)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        progress = _Progress()
+        try:
+            return _ingest_attempt(requests, progress)
+        except DATABASE_ERRORS as error:
+            if connection.in_atomic_block:
+                raise
+            if database_unavailable(error):
+                connection.close()
+                if progress.committing:
+                    logger.error("ingest: connection lost while committing %d requests", len(requests))
+                    return [UNAVAILABLE] * len(requests)
+                if attempt == 1:
+                    logger.warning("ingest: the database connection failed (%s); trying a fresh one", error)
+                    continue
+                logger.warning("ingest: the database is unavailable (%s)", error)
+                return [UNAVAILABLE] * len(requests)
+            if is_retryable(error) and attempt < ATTEMPTS:
+                logger.warning("ingest: batch of %d requests retried after %s", len(requests), type(error).__name__)
+                continue
+            if len(requests) > 1:
+                logger.warning("ingest: batch of %d refused (%s); storing each request alone", len(requests), error)
+                return [outcome for request in requests for outcome in ingest_batch([request])]
+            if progress.sender_deleted(error):
+                return [UNKNOWN_SENDER]
+            logger.exception("ingest: the database refused a request")
+            return [Failed(str(error))]
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class _Progress:
+    committing: bool = False
+
+    @staticmethod
+    def sender_deleted(error: BaseException) -> bool:
+        """A foreign key to `devices` refused the request's rows: its device was deleted while the
+        request was in flight."""
+        cause = error if isinstance(error, psycopg.Error) else error.__cause__
+        return isinstance(cause, psycopg.errors.ForeignKeyViolation) and cause.diag.table_name in {
+            "telemetry",
+            "ingest_idempotency_keys",
+        }
+
+
+@dataclass
+class _Plan:
+    """A request that passed validation, and what storing it gave."""
+
+    index: int
+    sender: Sender
+    readings: list[NewReading]
+    request: IngestRequest | None = None
+    stored: list[StoredReading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def _ingest_attempt(requests: Sequence[IngestRequest], progress: _Progress) -> list[Outcome]:
+    token_hashes = {r.token: device_token_hash(r.token) for r in requests if r.token is not None}
+    senders = senders_get(
+        token_hashes=set(token_hashes.values()),
+        serial_numbers={r.serial_number for r in requests if r.serial_number is not None},
+    )
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    plans: list[_Plan] = []
+    limits = ingest_limits()
+    for index, request in enumerate(requests):
+        if request.token is not None:
+            sender = senders.by_token_hash.get(token_hashes[request.token])
+        else:
+            sender = senders.by_serial_number.get(request.serial_number)
+        if sender is None:
+            outcomes[index] = UNKNOWN_SENDER
+            continue
+        if isinstance(request.data, IngestRejected):
+            outcomes[index] = Refused(request.data, sender.device.id)
+            continue
+        try:
+            readings, _ = messages_validate(
+                request.data, serial_number=sender.device.serial_number, now=request.received_at, limits=limits
+            )
+        except IngestRejected as rejected:
+            outcomes[index] = Refused(rejected, sender.device.id)
+            continue
+        plans.append(_Plan(index=index, sender=sender, readings=readings, request=request))
+    if plans:
+        with transaction.atomic():
+            stored = _store(plans)
+            progress.committing = True
+        for index, outcome in stored.items():
+            outcomes[index] = outcome
+        metrics.events_raised(e.severity for o in stored.values() if isinstance(o, Accepted) for e in o.events)
+    return outcomes
+
+
+def _store(plans: list[_Plan]) -> dict[int, Outcome]:
+    """Steps 3 to 7 of the module's docstring, inside the batch's transaction."""
+    outcomes: dict[int, Outcome] = {}
+    writing = plans
+    keyed = [p for p in plans if p.request is not None and p.request.idempotency_key is not None]
+    if keyed:
+        outcomes.update(_keys_claim(keyed))
+        writing = [p for p in plans if p.index not in outcomes]
+
+    stored = iter(
+        telemetry_insert(rows=[(plan.sender.device.id, reading) for plan in writing for reading in plan.readings])
+    )
+    by_device: dict[UUID, list[_Plan]] = defaultdict(list)
+    for plan in writing:
+        plan.stored = [next(stored) for _ in plan.readings]
+        by_device[plan.sender.device.id].append(plan)
+
+    statuses = devices_record_readings(
+        readings={
+            device_id: [ReadingSeen(r.id, r.timestamp, r.metrics) for plan in device_plans for r in plan.stored]
+            for device_id, device_plans in by_device.items()
+        }
+    )
+    for device_id, device_plans in by_device.items():
+        sender = device_plans[0].sender
+        sender.device.status = statuses[device_id]
+        _rules_evaluate(sender, device_plans)
+
+    for plan in writing:
+        outcomes[plan.index] = Accepted(
+            body=ingest_answer(plan.stored, plan.events),
+            device_id=plan.sender.device.id,
+            readings=tuple(plan.stored),
+            events=tuple(plan.events),
+        )
+    if keyed:
+        written = {plan.index for plan in writing}
+        _keys_record([p for p in keyed if p.index in written], outcomes)
+        _keys_replay_followers(keyed, outcomes)
+    return outcomes
+
+
+def _rules_evaluate(sender: Sender, plans: list[_Plan]) -> None:
+    """The device's rules on the readings of all its requests in the batch, in timestamp order (as
+    one request's batch is); each event goes to the request whose reading raised it."""
+    readings = [r for plan in plans for r in plan.stored]
+    if not sender.rules or not readings_may_trigger(device=sender.device, readings=readings, rules=sender.rules):
+        return
+    events = readings_evaluate(device=sender.device, readings=readings, rules=sender.rules)
+    if not events:
+        return
+    owner = {r.id: plan for plan in plans for r in plan.stored}
+    for event in events:
+        owner[event.telemetry_id].events.append(event)
+
+
+def ingest_answer(readings: Sequence[StoredReading], events: Sequence[Event]) -> bytes:
+    """The answer to a stored request, JSON: what was stored, and the events it raised. Times in
+    ISO 8601 with `Z`, as the API writes them everywhere."""
+    return orjson.dumps(
+        {
+            "count": len(readings),
+            "readings": [{"id": r.id, "timestamp": r.timestamp} for r in readings],
+            "events": [event_summary(e) for e in events],
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+# --- Idempotency keys ------------------------------------------------------------------------
+
+# A key is claimed by inserting it; one kept longer than the keeping time is claimed again. Sorted,
+# so that two batches claiming overlapping keys wait for each other in one order. A key another
+# transaction holds uncommitted makes this one wait for it, and then it conflicts (its answer is
+# replayed) or, if that transaction rolled back, it is claimed here.
+_KEYS_CLAIM_SQL = """
+INSERT INTO ingest_idempotency_keys AS k (device_id, key, fingerprint)
+SELECT * FROM unnest(%(device_ids)s::uuid[], %(keys)s::text[], %(fingerprints)s::text[]) ORDER BY 1, 2
+ON CONFLICT (device_id, key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, created_at = now(), status = NULL, response = NULL
+    WHERE k.created_at < now() - make_interval(secs => %(keep_seconds)s)
+RETURNING device_id, key
+"""
+_KEYS_READ_SQL = """
+SELECT k.device_id, k.key, k.fingerprint, k.response
+FROM ingest_idempotency_keys AS k
+JOIN unnest(%(device_ids)s::uuid[], %(keys)s::text[]) AS wanted(device_id, key) USING (device_id, key)
+"""
+_KEYS_RECORD_SQL = """
+UPDATE ingest_idempotency_keys AS k SET status = 201, response = r.response
+FROM unnest(%(device_ids)s::uuid[], %(keys)s::text[], %(responses)s::text[]) AS r(device_id, key, response)
+WHERE k.device_id = r.device_id AND k.key = r.key
+"""
+
+
+def idempotency_keep() -> timedelta:
+    return timedelta(hours=settings.IOTHUB_INGEST_IDEMPOTENCY_HOURS)
+
+
+def _key_of(plan: _Plan) -> tuple[UUID, str]:
+    return (plan.sender.device.id, plan.request.idempotency_key)
+
+
+def _keys_claim(keyed: list[_Plan]) -> dict[int, Outcome]:
+    """Claim the keys of the batch's keyed requests; returns the outcomes of those that need no
+    write: a key answered before (its answer replayed, or a refusal if the body differs), and
+    a key repeated within this batch (answered once the first request of it is stored)."""
+    first: dict[tuple[UUID, str], _Plan] = {}
+    for plan in keyed:
+        first.setdefault(_key_of(plan), plan)
+    wanted = sorted(first)
+    claimed = {
+        (device_id, key)
+        for device_id, key in execute_prepared(
+            _KEYS_CLAIM_SQL,
+            {
+                "device_ids": [device_id for device_id, _ in wanted],
+                "keys": [key for _, key in wanted],
+                "fingerprints": [first[k].request.fingerprint for k in wanted],
+                "keep_seconds": idempotency_keep().total_seconds(),
+            },
+        )
+    }
+    answered = [k for k in wanted if k not in claimed]
+    previous = {}
+    if answered:
+        rows = execute_prepared(
+            _KEYS_READ_SQL,
+            {"device_ids": [device_id for device_id, _ in answered], "keys": [key for _, key in answered]},
+        )
+        previous = {(device_id, key): (fingerprint, response) for device_id, key, fingerprint, response in rows}
+    outcomes: dict[int, Outcome] = {}
+    for plan in keyed:
+        key = _key_of(plan)
+        if key in previous:
+            fingerprint, response = previous[key]
+            outcomes[plan.index] = _replay(plan, fingerprint, response.encode())
+        elif first[key] is not plan:
+            outcomes[plan.index] = _PENDING_REPLAY  # the first request of its key is stored below
+    return outcomes
+
+
+# The outcome of a request whose key an earlier request of the same batch carries, until that one
+# is stored (`_keys_replay_followers`).
+_PENDING_REPLAY = object()
+
+
+def _replay(plan: _Plan, fingerprint: str, body: bytes) -> Outcome:
+    device_id = plan.sender.device.id
+    if fingerprint != plan.request.fingerprint:
+        message = (
+            f"was used for a different body within the last {settings.IOTHUB_INGEST_IDEMPOTENCY_HOURS} hours; "
+            "send a new key with a new request"
+        )
+        return Refused(IngestRejected(422, [FieldError("Idempotency-Key", message)]), device_id)
+    return Accepted(body=body, device_id=device_id, replayed=True)
+
+
+def _keys_record(written: list[_Plan], outcomes: dict[int, Outcome]) -> None:
+    if not written:
+        return
+    execute_prepared(
+        _KEYS_RECORD_SQL,
+        {
+            "device_ids": [p.sender.device.id for p in written],
+            "keys": [p.request.idempotency_key for p in written],
+            "responses": [outcomes[p.index].body.decode() for p in written],
+        },
+    )
+
+
+def _keys_replay_followers(keyed: list[_Plan], outcomes: dict[int, Outcome]) -> None:
+    first: dict[tuple[UUID, str], _Plan] = {}
+    for plan in keyed:
+        first.setdefault(_key_of(plan), plan)
+    for plan in keyed:
+        if outcomes.get(plan.index) is _PENDING_REPLAY:
+            leader = first[_key_of(plan)]
+            outcomes[plan.index] = _replay(plan, leader.request.fingerprint, outcomes[leader.index].body)
+
+
+# --- Callers that hold validated readings of one device ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,114 +435,15 @@ class IngestResult:
 def telemetry_ingest(
     *, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule] | None = None
 ) -> IngestResult:
-    """Store validated readings of one device; all or nothing.
-
-    `rules` are the device's enabled rules when the caller has read them already (ingest reads them
-    with the device); None reads them here.
-    """
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return _ingest(device=device, readings=readings, rules=rules)
-        except DATABASE_ERRORS as error:
-            # Everything was rolled back; a deadlock on a new chunk clears on the next attempt.
-            # (Inside a caller's transaction the error has spoilt that transaction: not ours to retry.)
-            if attempt == ATTEMPTS or not is_retryable(error) or connection.in_atomic_block:
-                raise
-            logger.warning("ingest for device %s retried after %s", device.id, type(error).__name__)
-    raise AssertionError("unreachable")
-
-
-def _ingest(*, device: Device, readings: Sequence[NewReading], rules: Sequence[Rule] | None) -> IngestResult:
-    if rules is not None and not readings_may_trigger(device=device, readings=readings, rules=rules):
-        # Nothing can raise an event, so the write is the whole request: one statement, atomic on
-        # its own, committed as it returns. No transaction block, no round trips to open and close it.
-        return IngestResult(readings=_store_and_record(device=device, readings=readings), events=[])
+    """Store validated readings of one device, with its state and its rules' events, exactly as a
+    request's are; all or nothing. For callers that hold readings already (demo data, tests);
+    `device` must carry its `device_type`. `rules`: its enabled rules, read here when None."""
+    if rules is None:
+        rules = rules_enabled_for_device(device_id=device.id)
+    for rule in rules:
+        rule.device = device
+    plan = _Plan(index=0, sender=Sender(device=device, rules=list(rules)), readings=list(readings))
     with transaction.atomic():
-        stored = _store_and_record(device=device, readings=readings)
-        # The rules engine's place: inside the transaction, after the rows exist.
-        events = readings_evaluate(device=device, readings=stored, rules=rules)
-    return IngestResult(readings=stored, events=events)
-
-
-# The readings and the device's state in one statement, so a request costs one round trip for its
-# writes whatever the batch size:
-# - the rows go in as two array parameters, in the order given (ids ascend in that order);
-# - `last_seen` only moves forward;
-# - the status follows DESIGN: `error` while the newest primary-metric reading lies outside the
-#   type's range, `active` otherwise; a reading older than `last_seen` (a buffered backlog) leaves
-#   it alone, and an inactive device that reports is active again;
-# - `latest_metrics` keeps, per metric, the newest value with its time (UTC, always six decimals, so
-#   the text does not depend on the session's time zone or on trailing zeros) and row id.
-# It runs under the device row's lock, so concurrent requests of one device serialise here and
-# can neither move last_seen back nor replace a newer latest value with an older one.
-_STORE_SQL = """
-WITH inserted AS (
-    INSERT INTO telemetry (device_id, "timestamp", payload)
-    SELECT %(device_id)s, r.ts, r.payload
-    FROM unnest(%(timestamps)s::timestamptz[], %(payloads)s::jsonb[]) WITH ORDINALITY AS r(ts, payload, n)
-    ORDER BY r.n
-    RETURNING id, "timestamp", payload
-),
-newest AS (
-    SELECT DISTINCT ON (m.key) m.key, m.value, i."timestamp", i.id
-    FROM inserted AS i, jsonb_each(i.payload -> 'metrics') AS m(key, value)
-    ORDER BY m.key, i."timestamp" DESC, i.id DESC
-),
-primary_reading AS (
-    SELECT "timestamp", (value)::numeric AS value FROM newest WHERE key = %(primary_metric)s
-),
-updated AS (
-    UPDATE devices AS d SET
-        last_seen = GREATEST(d.last_seen, (SELECT max("timestamp") FROM inserted)),
-        status = CASE
-            WHEN p."timestamp" IS NOT NULL AND (d.last_seen IS NULL OR p."timestamp" >= d.last_seen) THEN
-                CASE WHEN p.value < %(metric_min)s OR p.value > %(metric_max)s THEN 'error' ELSE 'active' END
-            WHEN d.status = 'inactive' THEN 'active'
-            ELSE d.status
-        END,
-        latest_metrics = (
-            SELECT jsonb_object_agg(
-                key,
-                CASE
-                    WHEN old.value IS NULL THEN new.value
-                    WHEN new.value IS NULL THEN old.value
-                    WHEN (new.value ->> 'timestamp')::timestamptz >= (old.value ->> 'timestamp')::timestamptz
-                        THEN new.value
-                    ELSE old.value
-                END
-            )
-            FROM jsonb_each(COALESCE(d.latest_metrics, '{}'::jsonb)) AS old(key, value)
-            FULL JOIN (
-                SELECT key, jsonb_build_object(
-                    'value', value,
-                    'timestamp', to_char("timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                    'telemetry_id', id
-                ) AS value
-                FROM newest
-            ) AS new USING (key)
-        )
-    FROM (SELECT 1) AS one LEFT JOIN primary_reading AS p ON TRUE
-    WHERE d.id = %(device_id)s
-    RETURNING d.status
-)
-SELECT i.id, i."timestamp", (SELECT status FROM updated) FROM inserted AS i ORDER BY i.id
-"""
-
-
-def _store_and_record(*, device: Device, readings: Sequence[NewReading]) -> list[StoredReading]:
-    device_type = device.device_type
-    params = {
-        "device_id": device.id,
-        "timestamps": [r.timestamp for r in readings],
-        # orjson: a tenth of the stdlib's time, which counts at 500 messages a batch.
-        "payloads": [orjson.dumps(r.payload).decode() for r in readings],
-        "primary_metric": device_type.metric_name,
-        "metric_min": device_type.metric_min,
-        "metric_max": device_type.metric_max,
-    }
-    rows = execute_prepared(_STORE_SQL, params)
-    device.status = rows[0][2]
-    return [
-        StoredReading(id=row_id, timestamp=timestamp, payload=reading.payload)
-        for (row_id, timestamp, _), reading in zip(rows, readings, strict=True)
-    ]
+        _store([plan])
+    metrics.events_raised(e.severity for e in plan.events)
+    return IngestResult(readings=plan.stored, events=plan.events)

@@ -19,7 +19,7 @@ from iothub.monitoring import metrics
 
 logger = logging.getLogger("iothub.request")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _STATIC_PREFIX = "/" + settings.STATIC_URL.strip("/") + "/"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -38,10 +38,10 @@ class RequestLogMiddleware:
     def __call__(self, request):
         started = time.perf_counter()
         offered = request.headers.get("X-Request-ID", "")
-        request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         request.request_id = request_id
         response = self.get_response(request)
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        seconds = time.perf_counter() - started
         response["X-Request-ID"] = request_id
 
         match = getattr(request, "resolver_match", None)
@@ -50,26 +50,53 @@ class RequestLogMiddleware:
         else:  # WhiteNoise answers static files before any URL is resolved
             view = "static" if request.path.startswith(_STATIC_PREFIX) else "unmatched"
         method = request.method if request.method in _METHODS else "OTHER"
-        metrics.http_request_answered(view=view, method=method, status=response.status_code)
-        if logger.isEnabledFor(logging.INFO):
-            auth = request.__dict__.get("auth")
-            device_id = getattr(auth, "id", None) if hasattr(auth, "serial_number") else None
-            logger.info(
-                "%s %s %s %.1fms",
-                method,
-                request.path,
-                response.status_code,
-                duration_ms,
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "path": request.path,
-                    "view": view,
-                    "status": response.status_code,
-                    "duration_ms": duration_ms,
-                    "user_id": _loaded_user_id(request),
-                    "device_id": str(device_id) if device_id else None,
-                    "remote_addr": request.META.get("REMOTE_ADDR"),
-                },
-            )
+        request_logged(
+            request_id=request_id,
+            method=method,
+            path=request.path,
+            view=view,
+            status=response.status_code,
+            seconds=seconds,
+            # The ingest view names the sending device once the writer has found it.
+            device_id=getattr(request, "device_id", None),
+            user_id=_loaded_user_id(request),
+            remote_addr=request.META.get("REMOTE_ADDR"),
+        )
         return response
+
+
+def request_logged(
+    *,
+    request_id: str,
+    method: str,
+    path: str,
+    view: str,
+    status: int,
+    seconds: float,
+    device_id=None,
+    user_id: int | None = None,
+    remote_addr: str | None = None,
+) -> None:
+    """Count a request and write its log line: for Django's requests (above) and for the ingest
+    door's, which Django does not see."""
+    metrics.http_request_answered(view=view, method=method, status=status)
+    if logger.isEnabledFor(logging.INFO):
+        duration_ms = round(seconds * 1000, 2)
+        logger.info(
+            "%s %s %s %.1fms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "view": view,
+                "status": status,
+                "duration_ms": duration_ms,
+                "user_id": user_id,
+                "device_id": str(device_id) if device_id else None,
+                "remote_addr": remote_addr,
+            },
+        )

@@ -1,0 +1,143 @@
+"""The batched writer: one thread per process that stores whatever requests are waiting, together,
+in one transaction (group commit), and hands each request its outcome when that transaction has
+committed.
+
+    door thread(s)                        writer thread
+    submit(request) -> Future ──queue──▶  take the first request waiting, then every other one
+    (HTTP: awaited; MQTT: acked on        waiting (up to IOTHUB_INGEST_BATCH_MESSAGES messages,
+     done; WSGI: waited for)              after IOTHUB_INGEST_BATCH_WAIT_MS if set)
+                                          ingest_batch(batch): one transaction
+                  ◀──── set_result ────── one outcome per request, after the commit
+
+While a batch commits, the next one gathers, so the batch grows with the load and a lone request
+waits for nothing but its own commit. One writer per process: two writers in one process would
+mostly take turns on the rows of the same devices (DESIGN.md).
+
+A caller already inside a transaction (a test's, or a service's) is not handed to the thread,
+whose connection could not see that transaction's rows: `ingest_one` stores its request in the
+caller's transaction instead, through the same `ingest_batch`.
+"""
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from django.conf import settings
+from django.db import connection
+
+from iothub.ingest.services import IngestRequest, Outcome, ingest_batch
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class IngestWriter:
+    def __init__(self, *, max_messages: int, wait_seconds: float = 0.0):
+        self.max_messages = max_messages
+        self.wait_seconds = wait_seconds
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # batches written, for tests and the log
+
+    def submit(self, request: IngestRequest) -> "Future[Outcome]":
+        """Queue a request; the future's result is its outcome, set after its batch commits (or
+        the exception that failed the batch, for the caller to answer 500)."""
+        future: Future[Outcome] = Future()
+        self._start()
+        self._queue.put((request, future))
+        return future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store what is queued, then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout)
+
+    def _start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                batch, stopping = self._gather(first)
+                self._write(batch)
+                if self._queue.empty():
+                    # Idle: the connection goes back to the pool, which checks it before the next
+                    # batch (a database restarted meanwhile costs no failed request).
+                    connection.close()
+        finally:
+            connection.close()
+
+    def _gather(self, first) -> tuple[list, bool]:
+        batch = [first]
+        messages = first[0].message_count
+        deadline = time.monotonic() + self.wait_seconds
+        while messages < self.max_messages:
+            try:
+                remaining = deadline - time.monotonic()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+            messages += item[0].message_count
+        return batch, False
+
+    def _write(self, batch: list) -> None:
+        try:
+            outcomes = ingest_batch([request for request, _ in batch])
+        except Exception as error:
+            logger.exception("ingest writer: a batch of %d requests failed", len(batch))
+            # Whatever state the connection is in, the next batch starts on a sound one.
+            connection.close()
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        self.batches += 1
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            future.set_result(outcome)
+
+
+_writer: IngestWriter | None = None
+_writer_pid: int | None = None
+_writer_lock = threading.Lock()
+
+
+def ingest_writer() -> IngestWriter:
+    """This process's writer, made on first use (after a fork, a new one: threads do not survive
+    it)."""
+    global _writer, _writer_pid
+    if _writer is None or _writer_pid != os.getpid():
+        with _writer_lock:
+            if _writer is None or _writer_pid != os.getpid():
+                _writer = IngestWriter(
+                    max_messages=settings.IOTHUB_INGEST_BATCH_MESSAGES,
+                    wait_seconds=settings.IOTHUB_INGEST_BATCH_WAIT_MS / 1000,
+                )
+                _writer_pid = os.getpid()
+    return _writer
+
+
+def ingest_one(request: IngestRequest) -> Outcome:
+    """Store one request and wait for its outcome: through this process's writer, or, inside a
+    transaction, in that transaction."""
+    if connection.in_atomic_block:
+        return ingest_batch([request])[0]
+    return ingest_writer().submit(request).result()
