@@ -2,10 +2,13 @@
 
 https://docs.gunicorn.org/en/stable/settings.html
 
-Sizing: one worker process per core (the GIL lets one process use one core), each with a few
-threads so that requests waiting on PostgreSQL overlap. Django's connection pool is per process and
-each thread holds its own connection while it serves a request, so keep DB_POOL_MAX_SIZE at least
-IOTHUB_THREADS.
+Gunicorn manages the processes; each runs uvicorn (an event loop) serving `iothub.asgi`: the lean
+ingest door for `POST /api/v1/telemetry/`, Django for everything else (docs/deployment.md).
+
+Sizing: one worker process per core (the GIL lets one process use one core). In each, the event
+loop reads requests and answers ingest, one writer thread stores readings in batches, and
+IOTHUB_THREADS threads run Django's requests. Django's connection pool is per process: keep
+DB_POOL_MAX_SIZE at least IOTHUB_THREADS + 1 (the writer holds one connection while it writes).
 """
 
 import os
@@ -35,15 +38,12 @@ def _int(name: str, default: int) -> int:
 _host = os.environ.get("IOTHUB_BIND") or "127.0.0.1"
 _port = _int("IOTHUB_PORT", 8000)
 
-wsgi_app = "iothub.wsgi:application"
+wsgi_app = "iothub.asgi:application"
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
-worker_class = "gthread"
-# One process more than cores, two threads each: measured best for ingest on two cores
-# (docs/performance.md). A request mostly waits on PostgreSQL; the spare process keeps the cores busy
-# meanwhile, and few threads per process keep them from queueing on the GIL.
-workers = _int("IOTHUB_WORKERS", _cores() + 1)
-threads = _int("IOTHUB_THREADS", 2)
-# A request that takes longer than this is stuck, not slow: the worker is restarted.
+worker_class = "iothub.server.HubWorker"
+# One process per core: measured best for ingest on two cores (docs/performance.md).
+workers = _int("IOTHUB_WORKERS", _cores())
+# A worker whose event loop stops answering for this long is stuck: it is restarted.
 timeout = 60
 graceful_timeout = 20
 # The control socket (gunicornc) is not used, and one default path per user would be fought over by
