@@ -47,6 +47,7 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from iothub.db import DATABASE_ERRORS, database_unavailable, execute_prepared, is_retryable
 from iothub.devices.models import Device
@@ -54,6 +55,7 @@ from iothub.devices.services import ReadingSeen, device_token_hash, devices_reco
 from iothub.events.models import Event
 from iothub.events.selectors import event_summary
 from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
+from iothub.ingest.models import IdempotencyKey
 from iothub.ingest.selectors import Sender, senders_get
 from iothub.ingest.validation import FieldError, IngestRejected, Limits, messages_validate
 from iothub.monitoring import metrics
@@ -339,6 +341,13 @@ WHERE k.device_id = r.device_id AND k.key = r.key
 
 def idempotency_keep() -> timedelta:
     return timedelta(hours=settings.IOTHUB_INGEST_IDEMPOTENCY_HOURS)
+
+
+def idempotency_keys_expire(*, now: datetime | None = None) -> int:
+    """Delete the keys kept longer than the keeping time; returns how many went. (A key past its
+    time is claimed anew by its next request anyway: this only keeps the table small.)"""
+    cutoff = (now or timezone.now()) - idempotency_keep()
+    return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
 
 
 def _key_of(plan: _Plan) -> tuple[UUID, str]:

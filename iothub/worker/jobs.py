@@ -37,6 +37,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from iothub.devices.services import devices_mark_inactive
+from iothub.ingest.services import idempotency_keys_expire
 from iothub.machines.services import MACHINE_COMMANDS_CHANNEL, machine_command_next_due, machine_command_run_next
 from iothub.notifications.delivery import DeliveryJob
 from iothub.telemetry.timescale import telemetry_apply_retention
@@ -120,5 +121,10 @@ def worker_jobs() -> list[Job]:
             "telemetry_retention",
             every=timedelta(seconds=settings.IOTHUB_WORKER_RETENTION_CHECK_SECONDS),
             task=telemetry_apply_retention,
+        ),
+        PeriodicJob(
+            "idempotency_keys_expiry",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_RETENTION_CHECK_SECONDS),
+            task=idempotency_keys_expire,
         ),
     ]
