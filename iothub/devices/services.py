@@ -241,13 +241,14 @@ def devices_record_readings(*, readings: Mapping[UUID, Sequence[ReadingSeen]]) -
         return {}
     last_seen, latest = [], []
     for device_id in ids:
+        # Newest first (ties: the later row), so each metric's first sighting is its newest value.
+        newest_first = sorted(readings[device_id], key=lambda r: (r.timestamp, r.telemetry_id), reverse=True)
         newest: dict[str, ReadingSeen] = {}
-        for reading in readings[device_id]:
+        for reading in newest_first:
             for metric in reading.metrics:
-                seen = newest.get(metric)
-                if seen is None or (reading.timestamp, reading.telemetry_id) >= (seen.timestamp, seen.telemetry_id):
+                if metric not in newest:
                     newest[metric] = reading
-        last_seen.append(max(reading.timestamp for reading in readings[device_id]))
+        last_seen.append(newest_first[0].timestamp)
         latest.append(
             orjson.dumps(
                 {

@@ -29,7 +29,7 @@ from iothub.machines.services import machine_command_enqueue
 from iothub.monitoring import metrics
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
-from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal
+from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal, reading_matches
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
 from iothub.rules.services import rule_trigger_claim
@@ -46,12 +46,13 @@ def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rule
     """
     primary_metric = device.device_type.metric_name
     evaluated = 0
-    for reading in readings:
-        for rule in rules:
-            value = metric_decimal(reading.metrics.get(rule.metric or primary_metric))
-            if value is None:
+    for rule in rules:
+        metric = rule.metric or primary_metric
+        for reading in readings:
+            raw = reading.metrics.get(metric)
+            if raw is None:
                 continue
-            if condition_matches(operator=rule.operator, value=value, threshold=rule.threshold) and not _cooling_down(
+            if reading_matches(operator=rule.operator, raw=raw, threshold=rule.threshold) and not _cooling_down(
                 rule, reading.timestamp
             ):
                 return True

@@ -61,6 +61,28 @@ def condition_matches(*, operator: str, value: Decimal, threshold: Decimal) -> b
     return compare(value, threshold)
 
 
+# Relative distance from the threshold beyond which comparing binary floats certainly gives the
+# answer comparing the decimals gives. (For a threshold of at most 15 significant digits, as
+# DECIMAL(15,4) holds, the two never differ at all; the margin guards any other.)
+_FLOAT_MARGIN = 1e-12
+
+
+def reading_matches(*, operator: str, raw: object, threshold: Decimal) -> bool:
+    """Whether a reading's raw JSON value satisfies the condition: `metric_decimal` then
+    `condition_matches`, the same answer, but without building a Decimal for a float reading far
+    from the threshold (most readings of a batch), where comparing floats cannot differ. False for
+    a value that is not a finite number."""
+    if type(raw) is float and math.isfinite(raw):
+        limit = float(threshold)
+        if abs(raw - limit) > _FLOAT_MARGIN * max(abs(raw), abs(limit), 1.0):
+            try:
+                return OPERATORS[operator](raw, limit)
+            except KeyError:
+                raise ValueError(f"unknown operator {operator!r}; expected one of {', '.join(OPERATORS)}") from None
+    value = metric_decimal(raw)
+    return value is not None and condition_matches(operator=operator, value=value, threshold=threshold)
+
+
 def decimal_text(value: Decimal) -> str:
     """A decimal as a person writes it: `Decimal('15.0000')` -> `15`, `Decimal('16.20')` -> `16.2`,
     never in exponent notation (`Decimal('100').normalize()` alone would give `1E+2`)."""

@@ -39,14 +39,14 @@ class StoredReading:
         return self.payload["metrics"]
 
 
-# The rows go in as three array parameters, in the order given, so that a batch of any size costs
-# one statement and one round trip. Ids are drawn from the sequence in that order, so sorting the
-# returned ids puts them back in the order given.
+# The rows go in as one JSON document, `[[device_id, timestamp, payload], ...]`, in the order given,
+# so that a batch of any size costs one statement and one round trip, and one orjson call to encode
+# (array parameters cost psycopg a quoting pass per element, more than the insert itself). Ids are
+# drawn from the sequence in that order, so sorting the returned ids puts them back in that order.
 _INSERT_SQL = """
 INSERT INTO telemetry (device_id, "timestamp", payload)
-SELECT r.device_id, r.ts, r.payload
-FROM unnest(%(device_ids)s::uuid[], %(timestamps)s::timestamptz[], %(payloads)s::jsonb[])
-    WITH ORDINALITY AS r(device_id, ts, payload, n)
+SELECT (r.row ->> 0)::uuid, (r.row ->> 1)::timestamptz, r.row -> 2
+FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS r(row, n)
 ORDER BY r.n
 RETURNING id
 """
@@ -62,13 +62,13 @@ def telemetry_insert(*, rows: Sequence[tuple[UUID, NewReading]]) -> list[StoredR
     # In UTC: the instant is the same, and an offset PostgreSQL cannot parse (beyond ±15:59) never
     # reaches it.
     timestamps = [reading.timestamp.astimezone(UTC) for _, reading in rows]
-    params = {
-        "device_ids": [device_id for device_id, _ in rows],
-        "timestamps": timestamps,
-        # orjson: a tenth of the stdlib's time, which counts at thousands of readings a batch.
-        "payloads": [orjson.dumps(reading.payload).decode() for _, reading in rows],
-    }
-    ids = sorted(row[0] for row in execute_prepared(_INSERT_SQL, params))
+    document = orjson.dumps(
+        [
+            (device_id, timestamp, reading.payload)
+            for (device_id, reading), timestamp in zip(rows, timestamps, strict=True)
+        ]
+    )
+    ids = sorted(row[0] for row in execute_prepared(_INSERT_SQL, {"rows": document.decode()}))
     if len(ids) != len(rows):
         raise AssertionError(f"inserted {len(ids)} telemetry rows for {len(rows)} readings")
     return [

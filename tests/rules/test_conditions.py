@@ -4,8 +4,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from iothub.rules.conditions import OPERATORS, condition_matches, cooldown_blocks, decimal_text, metric_decimal
+from iothub.rules.conditions import (
+    OPERATORS,
+    condition_matches,
+    cooldown_blocks,
+    decimal_text,
+    metric_decimal,
+    reading_matches,
+)
 from iothub.rules.models import Operator
 
 T = Decimal("15")
@@ -90,3 +99,34 @@ T0 = datetime(2025, 1, 21, 10, 0, tzinfo=UTC)
 )
 def test_cooldown_blocks_as_the_claim_does(last, cooldown, at, blocked):
     assert cooldown_blocks(last_triggered_at=last, cooldown_minutes=cooldown, at=at) is blocked
+
+
+# --- The fast comparison of raw readings ---------------------------------------------------------
+
+thresholds = st.decimals(min_value=-(10**10), max_value=10**10, places=4, allow_nan=False, allow_infinity=False)
+
+
+def nearby_floats(threshold):
+    """Floats at, around and far from the threshold, where the fast path and the exact one meet."""
+    as_float = float(threshold)
+    return st.one_of(
+        st.just(as_float),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(min_value=as_float - 1e-6, max_value=as_float + 1e-6),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    )
+
+
+@given(st.sampled_from(sorted(OPERATORS)), thresholds.flatmap(lambda t: st.tuples(st.just(t), nearby_floats(t))))
+@example("gt", (Decimal("15.1"), 15.1))
+@example("eq", (Decimal("0.1"), 0.1))
+@example("gte", (Decimal("16.2"), 16.200000000000003))
+def test_the_fast_comparison_of_a_raw_reading_is_the_exact_one(operator, threshold_and_raw):
+    threshold, raw = threshold_and_raw
+    exact = condition_matches(operator=operator, value=metric_decimal(raw), threshold=threshold)
+    assert reading_matches(operator=operator, raw=raw, threshold=threshold) == exact
+
+
+@pytest.mark.parametrize("raw", [None, True, [16], float("nan"), float("inf")])
+def test_a_raw_reading_that_is_not_a_finite_number_matches_nothing(raw):
+    assert reading_matches(operator="neq", raw=raw, threshold=Decimal("1")) is False
