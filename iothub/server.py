@@ -8,6 +8,8 @@ from uvicorn_worker import UvicornWorker
 
 
 class HubWorker(UvicornWorker):
-    # uvloop and httptools where installed; the app's lifespan starts and stops the ingest writer;
-    # no access log (the hub writes one line per request itself, with ids).
-    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "lifespan": "on", "access_log": False}
+    # uvloop and httptools where installed; the app's lifespan stops the ingest writer; no access
+    # log (the hub writes one line per request itself, with ids); the client's address is the TCP
+    # peer's, as gunicorn gives it (a proxy's X-Forwarded-For is not taken on trust: /metrics
+    # admits clients by address).
+    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "lifespan": "on", "access_log": False, "proxy_headers": False}

@@ -28,12 +28,11 @@ from iothub.api.ingest import (
 from iothub.ingest.validation import FieldError, IngestRejected
 from iothub.ingest.writer import IngestWriter, ingest_writer
 from iothub.monitoring import metrics
-from iothub.monitoring.middleware import REQUEST_ID, request_logged
+from iothub.monitoring.middleware import INGEST_VIEW, REQUEST_ID, request_logged
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/telemetry/"
-VIEW_NAME = "telemetry-ingest"  # the Django route's name, so both doors count and log alike
 
 
 class ClientGone(Exception):
@@ -108,7 +107,7 @@ class IngestDoor:
             request_id=request_id,
             method="POST",
             path=PATH,
-            view=VIEW_NAME,
+            view=INGEST_VIEW,
             status=answer.status,
             seconds=seconds,
             device_id=answer.device_id,
@@ -129,7 +128,7 @@ class IngestDoor:
             received_at=timezone.now(),
         )
         try:
-            outcome = await asyncio.wrap_future(self.writer.submit(request))
+            outcome = await self.writer.submit_async(request)
         except Exception:
             # The writer logged the failure with its traceback.
             return internal_error_answer()

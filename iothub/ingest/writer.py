@@ -18,11 +18,14 @@ whose connection could not see that transaction's rows: `ingest_one` stores its 
 caller's transaction instead, through the same `ingest_batch`.
 """
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import Future
 
 from django.conf import settings
@@ -48,6 +51,15 @@ class IngestWriter:
         """Queue a request; the future's result is its outcome, set after its batch commits (or
         the exception that failed the batch, for the caller to answer 500)."""
         future: Future[Outcome] = Future()
+        self._start()
+        self._queue.put((request, future))
+        return future
+
+    def submit_async(self, request: IngestRequest) -> "asyncio.Future[Outcome]":
+        """As `submit`, for a caller on an event loop (the HTTP door), without a thread-safe future
+        per request: the writer sets the results of a batch's requests of one loop in a single
+        call on that loop, one wake-up per batch rather than per request."""
+        future = asyncio.get_running_loop().create_future()
         self._start()
         self._queue.put((request, future))
         return future
@@ -107,11 +119,35 @@ class IngestWriter:
             logger.exception("ingest writer: a batch of %d requests failed", len(batch))
             # Whatever state the connection is in, the next batch starts on a sound one.
             connection.close()
-            for _, future in batch:
-                future.set_exception(error)
+            _settle([(future, None, error) for _, future in batch])
             return
         self.batches += 1
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        _settle([(future, outcome, None) for (_, future), outcome in zip(batch, outcomes, strict=True)])
+
+
+def _settle(results: list) -> None:
+    """Set each future's outcome (or exception): thread-safe futures here, those of an event loop
+    in one call per loop."""
+    by_loop = defaultdict(list)
+    for future, outcome, error in results:
+        if isinstance(future, asyncio.Future):
+            by_loop[future.get_loop()].append((future, outcome, error))
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outcome)
+    for loop, loop_results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle_on_loop, loop_results)
+
+
+def _settle_on_loop(results: list) -> None:
+    for future, outcome, error in results:
+        if future.cancelled():  # the client went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
             future.set_result(outcome)
 
 
