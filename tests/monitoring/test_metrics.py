@@ -139,7 +139,7 @@ def test_metrics_answer_without_the_database_and_say_so(monkeypatch):
 @pytest.mark.django_db
 def test_every_request_gets_one_json_log_line_with_its_ids(device_with_token, caplog, settings):
     client = Client()
-    with caplog.at_level("INFO", logger="iothub.request"):
+    with caplog.at_level("DEBUG", logger="iothub.request"):
         response = client.post(
             "/api/v1/telemetry/",
             data=json.dumps(message(device_with_token.device.serial_number)),
@@ -154,7 +154,24 @@ def test_every_request_gets_one_json_log_line_with_its_ids(device_with_token, ca
     assert record.device_id == str(device_with_token.device.id)
     line = json.loads(HubJsonFormatter().format(record))
     assert line["request_id"] == "req-42" and line["device_id"] == str(device_with_token.device.id)
-    assert line["logger"] == "iothub.request" and line["level"] == "INFO"
+    # A stored reading is logged at DEBUG: at thousands a second its line would be a flood.
+    assert line["logger"] == "iothub.request" and line["level"] == "DEBUG"
+
+
+@pytest.mark.django_db
+def test_a_refused_ingest_request_is_logged_at_info_with_its_device(device_with_token, caplog):
+    body = {"version": "0.0.1", "serial_number": device_with_token.device.serial_number, "metrics": {"x": "high"}}
+    with caplog.at_level("INFO", logger="iothub.request"):
+        response = Client().post(
+            "/api/v1/telemetry/",
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {device_with_token.token}",
+        )
+
+    assert response.status_code == 400
+    (record,) = [r for r in caplog.records if r.name == "iothub.request"]
+    assert (record.levelname, record.status, record.device_id) == ("INFO", 400, str(device_with_token.device.id))
 
 
 @pytest.mark.django_db
