@@ -2,6 +2,7 @@
 Retry-After (never 500) while it is unreachable, no failed request after it is back, and a worker
 that carries on by itself."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -75,6 +76,39 @@ def test_an_idle_hub_serves_its_first_requests_after_a_database_restart(hub, clu
         concurrent = list(pool.map(lambda _: hub.get("/api/v1/devices/").status_code, range(4)))
     assert first == [200, 201]
     assert concurrent == [200] * 4
+
+
+def test_after_a_long_outage_the_hub_serves_again_within_seconds(hub, cluster):
+    """The pool retries a lost connection with a doubling delay: without a bound on that, a hub
+    that saw a 20 s outage would try again only some 30 s after it began, 8 to 14 s after the
+    database was back."""
+    assert hub.get("/api/v1/devices/").status_code == 200
+    answers: list[tuple[float, int]] = []  # (when sent, status), from a client polling all along
+    polling = threading.Event()
+
+    def poll():
+        while not polling.is_set():
+            sent = time.monotonic()
+            answers.append((sent, hub.get("/api/v1/devices/").status_code))
+            time.sleep(0.2)
+
+    client = threading.Thread(target=poll)
+    client.start()
+    try:
+        cluster.stop("immediate")
+        time.sleep(20)
+        cluster.start()
+        back = time.monotonic()
+        deadline = back + 30
+        while not any(sent > back and status == 200 for sent, status in answers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        polling.set()
+        client.join()
+    assert {status for _, status in answers} <= {200, 503}
+    served = [sent - back for sent, status in answers if sent > back and status == 200]
+    assert served, "not served again within 30 s of the database's return"
+    assert min(served) < 5
 
 
 def wait_for_webhooks(receiver: WebhookReceiver, count: int, timeout: float) -> float:
