@@ -72,6 +72,19 @@ def admin_api_token(env: dict[str, str]) -> str:
     return manage(env, "shell", "-c", script).strip().splitlines()[-1]
 
 
+def terminate(process: subprocess.Popen | None, timeout: float = 30) -> None:
+    """Stop a process the way a supervisor does: SIGTERM, and SIGKILL if it is still there after
+    `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Gunicorn:
     """`gunicorn -c gunicorn.conf.py` as production starts it, sized and pointed by the same
     variables an operator sets; its log goes to `log_path`."""
@@ -109,14 +122,7 @@ class Gunicorn:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -154,14 +160,15 @@ class HubApi:
         created = self._created("/api/v1/devices/", body)
         return Device(created["id"], created["serial_number"], created["token"])
 
-    def webhook_rule_create(self, device: Device, webhook_url: str, *, threshold: float = 15) -> None:
-        """A rule `vibration > threshold` on the device, no cooldown, whose action posts a webhook."""
+    def webhook_rule_create(self, device: Device, *webhook_urls: str, threshold: float = 15) -> None:
+        """A rule `vibration > threshold` on the device, no cooldown, whose action posts a webhook
+        to each URL."""
         template = self._created(
             "/api/v1/notification-templates/",
             {
                 "name": f"Webhook for {device.serial_number}",
                 "message_template": "{severity}: {device_name} {metric} {value}",
-                "recipients": [{"type": "webhook", "url": webhook_url}],
+                "recipients": [{"type": "webhook", "url": url} for url in webhook_urls],
                 "retry_delay_minutes": 0,
             },
         )
