@@ -22,8 +22,10 @@ from tests.hubprocess import (
 from tests.pgcluster import PrivateCluster
 
 # Seconds a request waits for a pooled connection (DB_POOL_TIMEOUT): what a request that needs the
-# database takes to answer 503 while it is down. Short, so that the tests are.
-POOL_TIMEOUT = 2
+# database takes to answer 503 while it is down. Short, so that the tests are, yet well above the
+# second the first request after a restart may take: the pool pauses a second between two pooled
+# connections that fail their check, before it hands out a new one.
+POOL_TIMEOUT = 4
 
 
 @pytest.fixture(scope="session")

@@ -74,8 +74,8 @@ def test_an_idle_hub_serves_its_first_requests_after_a_database_restart(hub, clu
     first = [hub.get("/api/v1/devices/").status_code, hub.ingest(device, vibration=3.0).status_code]
     with ThreadPoolExecutor(2) as pool:
         concurrent = list(pool.map(lambda _: hub.get("/api/v1/devices/").status_code, range(4)))
-    assert first == [200, 201]
-    assert concurrent == [200] * 4
+    assert first == [200, 201], hub.server.log_tail()
+    assert concurrent == [200] * 4, hub.server.log_tail()
 
 
 def test_after_a_long_outage_the_hub_serves_again_within_seconds(hub, cluster):
@@ -111,6 +111,12 @@ def test_after_a_long_outage_the_hub_serves_again_within_seconds(hub, cluster):
     assert min(served) < 5
 
 
+def raised_events(hub, response) -> list:
+    """The events an ingest reply lists, once it is a 201."""
+    assert response.status_code == 201, f"{response.text}\n{hub.server.log_tail()}"
+    return response.json()["events"]
+
+
 def wait_for_webhooks(receiver: WebhookReceiver, count: int, timeout: float) -> float:
     """Seconds until `count` webhooks have arrived; fails after `timeout`."""
     started = time.monotonic()
@@ -126,7 +132,7 @@ def test_the_worker_delivers_again_by_itself_after_the_database_restarts(hub, cl
     hub.api.webhook_rule_create(device, receiver.url("/hook"))
     worker = WorkerProcess(machine_api_url="", **{**hub.env, "LOG_LEVEL": "INFO"}).start()
     try:
-        assert hub.ingest(device, vibration=30.0).json()["events"]
+        assert raised_events(hub, hub.ingest(device, vibration=30.0))
         wait_for_webhooks(receiver, 1, timeout=10)
 
         cluster.stop("immediate")
@@ -136,7 +142,7 @@ def test_the_worker_delivers_again_by_itself_after_the_database_restarts(hub, cl
         # and only a NOTIFY on a LISTEN connection it opened again wakes it before a minute is over.
         time.sleep(8)
 
-        assert hub.ingest(device, vibration=31.0).json()["events"]
+        assert raised_events(hub, hub.ingest(device, vibration=31.0))
         assert wait_for_webhooks(receiver, 2, timeout=20) < 3
         assert worker.process.poll() is None, worker.log()
         assert all(webhook.verified and webhook.status == 200 for webhook in receiver.received)
