@@ -130,8 +130,9 @@ def test_the_worker_delivers_again_by_itself_after_the_database_restarts(hub, cl
     receiver = WebhookReceiver(hub.env["IOTHUB_WEBHOOK_SECRET"]).start()
     device = hub.device()
     hub.api.webhook_rule_create(device, receiver.url("/hook"))
-    worker = WorkerProcess(machine_api_url="", **{**hub.env, "LOG_LEVEL": "INFO"}).start()
+    worker = WorkerProcess(machine_api_url="", **{**hub.env, "LOG_LEVEL": "INFO"})
     try:
+        worker.start()
         assert raised_events(hub, hub.ingest(device, vibration=30.0))
         wait_for_webhooks(receiver, 1, timeout=10)
 
