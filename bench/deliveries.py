@@ -48,15 +48,23 @@ BENCH_ENV = {
 # ------------------------------------------------------------------------------------------------
 
 
-def serve_receiver(port: int) -> None:
-    """aiohttp's server (its HTTP parser is C), so the receiver costs the shared CPUs little."""
+def serve_receiver(port: int, delay: float = 0.0) -> None:
+    """aiohttp's server (its HTTP parser is C), so the receiver costs the shared CPUs little.
+    `delay`: seconds each answer takes, as a remote receiver's would."""
+    import asyncio
+
     from aiohttp import web
 
     arrivals: dict[str, float] = {}
     count = [0]
 
     async def receive(request: web.Request) -> web.Response:
-        await request.read()
+        try:
+            await request.read()
+        except ConnectionResetError:  # the sender died mid-request (the chaos benchmark kills one)
+            return web.Response(status=499)
+        if delay:
+            await asyncio.sleep(delay)
         count[0] += 1
         arrivals.setdefault(request.headers.get("webhook-id", ""), time.time())
         return web.Response(status=204)
@@ -79,9 +87,11 @@ def serve_receiver(port: int) -> None:
 
 
 class Receiver:
-    def __init__(self, port: int):
+    def __init__(self, port: int, delay: float = 0.0):
         self.port = port
-        self.process = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--receiver", str(port), "--receiver-delay", str(delay)]
+        )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -374,9 +384,10 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--receiver-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
-        return serve_receiver(args.receiver)
+        return serve_receiver(args.receiver, args.receiver_delay)
     os.environ.update(BENCH_ENV)
     os.environ["DATABASE_URL"] = prepare_database(
         os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")

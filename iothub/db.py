@@ -1,11 +1,15 @@
-"""Database helpers the apps share: expressions for the spec's defaults, and prepared execution
-of the few statements every ingest request runs."""
+"""Database helpers the apps share: expressions for the spec's defaults, prepared execution of the
+few statements every ingest request runs, which errors a fresh attempt can clear, and what the hub
+answers over HTTP while the database is unreachable."""
 
 import functools
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
-from django.db import DatabaseError, InterfaceError, connection, models
+import psycopg_pool
+from django.db import DatabaseError, connection, models
 
 # What a failed statement raises: Django's wrapper, or psycopg's own from `execute_prepared`.
 DATABASE_ERRORS = (DatabaseError, psycopg.Error)
@@ -85,24 +89,58 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, RETRYABLE_ERRORS) or isinstance(error.__cause__, RETRYABLE_ERRORS)
 
 
-# SQLSTATEs that say the server is going away or not there yet: admin_shutdown, crash_shutdown,
-# cannot_connect_now; and class 08, connection exceptions.
-_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+# SQLSTATEs that say the server went away or cannot take the connection now, not that the statement
+# was wrong: class 08 (connection exception), 57P01/57P02 (the server is shutting down, fast or after
+# a crash), 57P03 (it is starting up, or recovering), 53300 (too many connections).
+# https://www.postgresql.org/docs/15/errcodes-appendix.html
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 
 def database_unavailable(error: BaseException) -> bool:
-    """Whether a database error, raw or as Django wraps it, means the database cannot be reached
-    (down, restarting, the connection lost, no connection to be had from the pool), as opposed to
-    a statement it refused. Such an error says nothing against the request: it can be tried again
-    once the database is back."""
-    cause = error if isinstance(error, psycopg.Error) else error.__cause__
-    if not isinstance(cause, psycopg.Error):
-        # Django's own wrapper without a psycopg cause: an InterfaceError on a closed connection.
-        return isinstance(error, InterfaceError)
-    if isinstance(cause, psycopg.InterfaceError):
-        return True
-    sqlstate = cause.sqlstate
-    if sqlstate is None:
-        # Raised by the client, not the server: connection refused or lost, pool timeout.
-        return isinstance(cause, psycopg.OperationalError)
-    return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")
+    """Whether a database error, raw or as Django wraps it, means that the database could not be
+    reached (down, restarting, refusing connections, or the connection was lost), rather than that
+    the work itself failed: the same request can succeed later, unchanged.
+
+    The one classification for every door of the hub (the Django middleware, the ingest door): a
+    yes is answered with `DATABASE_UNAVAILABLE` (503 and Retry-After), a no stays an error.
+    """
+    for candidate in (error, error.__cause__):
+        if isinstance(candidate, (psycopg_pool.PoolTimeout, psycopg_pool.TooManyRequests)):
+            return True  # no connection to be had in time: none could be opened
+        if isinstance(candidate, psycopg.OperationalError):
+            sqlstate = candidate.sqlstate
+            # No SQLSTATE: raised on the client side, by libpq or psycopg, for a connection that
+            # could not be opened or was lost ("connection refused", "server closed the connection
+            # unexpectedly", "the connection is closed"). A statement's own failures (a deadlock,
+            # a cancelled query) always carry one.
+            if sqlstate is None or sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+                return True
+    return False
+
+
+# Seconds a client is asked to wait before retrying while the database is unreachable: a restart
+# takes a few seconds, crash recovery or a failover a few more, and clients that retry sooner only
+# add load to a hub that cannot serve them.
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class UnavailableReply:
+    """An HTTP answer, independent of the web framework that sends it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+DATABASE_UNAVAILABLE = UnavailableReply(
+    status=503,
+    headers={"Content-Type": "application/json", "Retry-After": str(RETRY_AFTER_SECONDS)},
+    # The API's error shape (`{"detail": ...}`), so that clients need no second parser.
+    body=json.dumps(
+        {
+            "detail": "The database is unreachable at the moment. "
+            f"Retry the same request after {RETRY_AFTER_SECONDS} seconds (Retry-After)."
+        }
+    ).encode(),
+)

@@ -96,6 +96,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: one log line and one count per request, whatever answers it (no database access).
     "iothub.monitoring.middleware.RequestLogMiddleware",
+    # A view that fails because the database is unreachable answers 503 with Retry-After, not 500.
+    "iothub.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -129,13 +131,23 @@ TEMPLATES = [
 # https://docs.djangoproject.com/en/6.0/ref/databases/#connection-pool
 # ------------------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# CONN_HEALTH_CHECKS: a connection kept from an earlier request is tested (an empty query, one
+# round trip) before a request gets it, and replaced if the database restarted meanwhile; without
+# it, the first requests after a restart fail on connections the server has closed. With the pool,
+# Django hands this test to the pool as its `check`.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0, conn_health_checks=True)}
 if env_bool("DB_POOL", True):
     # The pool keeps connections per process; CONN_MAX_AGE must stay 0 with it.
+    # https://www.psycopg.org/psycopg3/docs/api/pool.html#the-connectionpool-class
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
         "max_size": env_int("DB_POOL_MAX_SIZE", 8, minimum=1),
         "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
+        # While the database is down, the pool retries each lost connection with a doubling delay
+        # (1, 2, 4, … s) until this many seconds have passed, then gives up until a request asks
+        # again, which starts over at once. Its default, 300 s, lets the delay grow to minutes, and
+        # the hub would notice a database that is back only that much later.
+        "reconnect_timeout": 10,
     }
 # Django turns psycopg's prepared statements off (prepare_threshold None), which also ignores an
 # explicit `prepare=True`. The hub prepares only the few statements every ingest request runs

@@ -39,6 +39,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from iothub.api.authentication import DeviceTokenAuthentication
+from iothub.db import DATABASE_UNAVAILABLE
 from iothub.ingest.services import (
     Accepted,
     Failed,
@@ -55,8 +56,6 @@ from iothub.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
-# Seconds a client is asked to wait before sending again while the database is unreachable.
-RETRY_AFTER_SECONDS = 5
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A key is 1 to 255 visible ASCII characters, bare or as a quoted string (the IETF draft writes it
 # as a structured-field string: `Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324"`).
@@ -176,14 +175,10 @@ def answer_for(outcome: Outcome, *, messages: int) -> Answer:
 
 
 def unavailable_answer() -> Answer:
-    return _json_answer(
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        {
-            "detail": "The database is unavailable; nothing was stored. "
-            "Send the request again after Retry-After seconds."
-        },
-        ("Retry-After", str(RETRY_AFTER_SECONDS)),
-    )
+    """The hub's one answer while the database is unreachable (iothub.db), as every door gives it."""
+    reply = DATABASE_UNAVAILABLE
+    headers = tuple((name, value) for name, value in reply.headers.items() if name.lower() != "content-type")
+    return Answer(reply.status, reply.body, headers)
 
 
 def internal_error_answer() -> Answer:
