@@ -435,7 +435,7 @@ def main() -> None:
     print(f"never acknowledged:          {abandoned}  (still failing {args.grace:.0f} s after the end)")
     print(
         f"duplicates:                  {tables['duplicate_keys']} keys stored more than once "
-        f"({tables['duplicate_rows']} extra rows of {tables['stored']}); the hub does not honour Idempotency-Key yet"
+        f"({tables['duplicate_rows']} extra rows of {tables['stored']}; must be 0: retries keep their Idempotency-Key)"
     )
     print(
         f"deliveries lost:             {deliveries_lost}  (must be 0: {not_sent} not sent "
