@@ -13,6 +13,11 @@ While a batch commits, the next one gathers, so the batch grows with the load an
 waits for nothing but its own commit. One writer per process: two writers in one process would
 mostly take turns on the rows of the same devices (DESIGN.md).
 
+While the database is unreachable, requests are answered `Unavailable` (503) at once rather than
+each batch waiting for a pooled connection (`DB_POOL_TIMEOUT`): once a batch has found it unreachable,
+the writer checks with a short connection attempt, at most every PROBE_SECONDS, and takes the next
+batch to the database only when that attempt succeeds.
+
 A caller already inside a transaction (a test's, or a service's) is not handed to the thread,
 whose connection could not see that transaction's rows: `ingest_one` stores its request in the
 caller's transaction instead, through the same `ingest_batch`.
@@ -28,14 +33,18 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
-from iothub.ingest.services import IngestRequest, Outcome, ingest_batch
+from iothub.ingest.services import UNAVAILABLE, IngestRequest, Outcome, Unavailable, ingest_batch
 
 logger = logging.getLogger(__name__)
 
 _STOP = object()
+# While the database is unreachable: how often, and how patiently, the writer checks it is back.
+PROBE_SECONDS = 0.5
+PROBE_CONNECT_TIMEOUT = 2
 
 
 class IngestWriter:
@@ -46,6 +55,8 @@ class IngestWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batches = 0  # batches written, for tests and the log
+        self._unreachable = False  # the last batch found the database unreachable
+        self._last_probe = 0.0
 
     def submit(self, request: IngestRequest) -> "Future[Outcome]":
         """Queue a request; the future's result is its outcome, set after its batch commits (or
@@ -113,6 +124,9 @@ class IngestWriter:
         return batch, False
 
     def _write(self, batch: list) -> None:
+        if self._unreachable and not self._database_answers():
+            _settle([(future, UNAVAILABLE, None) for _, future in batch])
+            return
         try:
             outcomes = ingest_batch([request for request, _ in batch])
         except Exception as error:
@@ -122,7 +136,21 @@ class IngestWriter:
             _settle([(future, None, error) for _, future in batch])
             return
         self.batches += 1
+        self._unreachable = any(isinstance(outcome, Unavailable) for outcome in outcomes)
         _settle([(future, outcome, None) for (_, future), outcome in zip(batch, outcomes, strict=True)])
+
+    def _database_answers(self) -> bool:
+        """Whether a new connection to the database opens now (checked at most every PROBE_SECONDS;
+        False in between)."""
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_SECONDS:
+            return False
+        self._last_probe = now
+        try:
+            psycopg.connect(**connection.get_connection_params(), connect_timeout=PROBE_CONNECT_TIMEOUT).close()
+        except psycopg.Error:
+            return False
+        return True
 
 
 def _settle(results: list) -> None:

@@ -42,6 +42,30 @@ def test_while_the_database_is_down_the_api_and_ingest_answer_503_with_retry_aft
     assert hub.ingest(device, vibration=3.0).status_code == 201
 
 
+def test_while_the_database_is_down_ingest_answers_503_at_once_not_after_a_pool_timeout(hub, cluster):
+    """The first batch that finds the database gone waits for a pooled connection; the ingest
+    writer then checks with a short connection attempt instead, so the next requests are answered
+    at once, and the first after the database is back is stored."""
+    device = hub.device()
+    assert hub.ingest(device, vibration=3.0).status_code == 201
+
+    cluster.stop("immediate")
+    assert_unavailable_json(hub.ingest(device, vibration=3.0))
+    waits = []
+    for _ in range(10):
+        started = time.monotonic()
+        assert_unavailable_json(hub.ingest(device, vibration=3.0))
+        waits.append(time.monotonic() - started)
+    assert max(waits) < POOL_TIMEOUT / 2, waits
+
+    cluster.start()
+    deadline = time.monotonic() + 10
+    while (status := hub.ingest(device, vibration=3.0).status_code) != 201 and time.monotonic() < deadline:
+        assert status == 503
+        time.sleep(0.2)
+    assert status == 201
+
+
 def test_while_the_database_is_down_a_logged_in_operator_gets_a_503_page(hub, cluster):
     browser = hub.login()
     assert browser.get("/").status_code == 200
