@@ -15,11 +15,11 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from iothub import metrics
 from iothub.events.models import Event
 from iothub.events.services import RESULT_COMPLETED, RESULT_FAILED, event_action_result_update, execution_time_text
 from iothub.machines.client import MachineApiError, machine_stop
 from iothub.machines.models import CommandStatus, MachineCommand
-from iothub.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 

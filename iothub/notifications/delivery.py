@@ -40,10 +40,10 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection, connections, transaction
 
+from iothub import metrics
 from iothub.db import execute_prepared
 from iothub.devices.models import Device, DeviceType
 from iothub.events.models import Event
-from iothub.monitoring import metrics
 from iothub.notifications.channels import SENDERS, DeliveryError, OutgoingMessage
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.selectors import event_snapshot, notification_context, timestamp_text

@@ -29,7 +29,7 @@ from django.db import connection
 from django.utils import timezone
 from psycopg import sql
 
-from iothub.monitoring import metrics
+from iothub import metrics
 from iothub.worker.jobs import Job
 
 logger = logging.getLogger(__name__)
