@@ -269,7 +269,6 @@ IOTHUB_NOTIFICATION_CONCURRENCY = env_int("IOTHUB_NOTIFICATION_CONCURRENCY", 32,
 # A template's retry_delay_minutes counts in units of this many seconds: 60 in production; tests
 # and demos shorten it to watch retries happen.
 IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS = env_int("IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS", 60, minimum=1)
-IOTHUB_NOTIFICATION_ASYNC_COMMIT = env_bool("IOTHUB_NOTIFICATION_ASYNC_COMMIT", False)
 
 # Email goes through Django's email API.
 # https://docs.djangoproject.com/en/6.0/topics/email/#smtp-backend
