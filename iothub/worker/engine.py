@@ -18,9 +18,11 @@ before it loses its connection; PostgreSQL rolls the batch back and releases the
 due again at once for any worker, their attempts uncounted. A send may have gone out before the
 kill: delivery is at-least-once, and a repeat carries the same idempotency key (`webhook-id`).
 
-A batch ends with its slowest send, at most the channel's timeout; the other lanes go on
-meanwhile. An outbox with `concurrency` sends in flight per worker gets `ceil(concurrency /
-BATCH_SIZE)` lanes, each claiming at most its share.
+An outbox's `concurrency` is the number of its sends in flight per worker: slots its lanes share
+(`Slots`). A lane takes up to a batch of free slots, claims that many rows, and gives each slot back
+as soon as its send ends, before the batch is recorded; the outbox has one lane more than the slots
+fill, so that freed slots are claimed again while a lane records. A batch is recorded when its
+slowest send ends (at most the channel's timeout); the other lanes go on meanwhile.
 """
 
 import asyncio
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -156,25 +159,43 @@ class Lane:
             row = await (await conn.execute(self.sql.next_due)).fetchone()
         return row[0]
 
-    async def run_batch(self) -> int:
-        """Claim, send, record and complete one batch, in one transaction; how many rows it had
-        (0: nothing was due)."""
-        conn = await self._connection()
-        async with conn.transaction():
-            rows = await (await conn.execute(self.sql.claim, {"limit": self.size}, prepare=True)).fetchall()
-            if not rows:
-                return 0
-            items = self.outbox.load([row[4:] for row in rows])
-            claimed = [Claimed(r[0], r[1], r[2], r[3], item) for r, item in zip(rows, items, strict=True)]
-            errors = await asyncio.gather(*(self._attempt(c) for c in claimed))
-            outcomes = [self._outcome(c, error) for c, error in zip(claimed, errors, strict=True)]
-            await self._record(conn, claimed, outcomes)
-            await self._complete(conn, claimed)
+    async def run_batch(self, *, size: int | None = None, release: Callable[[int], None] | None = None) -> int:
+        """Claim, send, record and complete one batch of at most `size` rows (default: the lane's),
+        in one transaction; how many rows it had (0: nothing was due).
+
+        `release(n)` is told as soon as `n` of the `size` send slots are free again: the slots the
+        claim did not fill, then one per finished send, all before the batch is recorded, so that
+        another lane may fill them meanwhile."""
+        size = size or self.size
+        outstanding = size
+
+        def free(count: int) -> None:
+            nonlocal outstanding
+            outstanding -= count
+            if release is not None:
+                release(count)
+
+        try:
+            conn = await self._connection()
+            async with conn.transaction():
+                rows = await (await conn.execute(self.sql.claim, {"limit": size}, prepare=True)).fetchall()
+                free(size - len(rows))
+                if not rows:
+                    return 0
+                items = self.outbox.load([row[4:] for row in rows])
+                claimed = [Claimed(r[0], r[1], r[2], r[3], item) for r, item in zip(rows, items, strict=True)]
+                errors = await asyncio.gather(*(self._attempt(c, free) for c in claimed))
+                outcomes = [self._outcome(c, error) for c, error in zip(claimed, errors, strict=True)]
+                await self._record(conn, claimed, outcomes)
+                await self._complete(conn, claimed)
+        finally:
+            if outstanding:
+                free(outstanding)
         for c, outcome in zip(claimed, outcomes, strict=True):
             self.outbox.report(c.item, outcome)
         return len(claimed)
 
-    async def _attempt(self, claimed: Claimed) -> SendFailed | None:
+    async def _attempt(self, claimed: Claimed, sent: Callable[[int], None]) -> SendFailed | None:
         """Send once; the failure, if any. An unexpected exception is a failure of this item (to be
         retried), not of the batch."""
         try:
@@ -184,6 +205,8 @@ class Lane:
         except Exception as exc:
             logger.exception("%s %s: unexpected error while sending", self.outbox.queue.table, claimed.id)
             return SendFailed(f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            sent(1)
         return None
 
     def _outcome(self, claimed: Claimed, error: SendFailed | None) -> Outcome:
@@ -257,18 +280,52 @@ class Lane:
             )
 
 
+class Slots:
+    """The sends an outbox may have in flight in one worker, shared by its lanes: a lane takes
+    slots before it claims, and each comes back as soon as its send ends."""
+
+    def __init__(self, total: int):
+        self.free = total
+        self._freed = asyncio.Event()
+        self._stopping = False
+
+    async def take(self, most: int, *, least: int) -> int:
+        """Wait until at least `least` slots are free, then take up to `most`; 0 once stopping."""
+        while self.free < least and not self._stopping:
+            self._freed.clear()
+            await self._freed.wait()
+        if self._stopping:
+            return 0
+        taken = min(most, self.free)
+        self.free -= taken
+        return taken
+
+    def give(self, count: int) -> None:
+        self.free += count
+        self._freed.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._freed.set()
+
+
 class OutboxRunner:
-    """An outbox's lanes in one worker: each repeats batches while there is work, and otherwise
-    sleeps until the queue's next due time, a wake-up (NOTIFY on the outbox's channel) or a stop."""
+    """An outbox's lanes in one worker. Its `concurrency` sends in flight are slots the lanes share:
+    a lane takes up to a batch of them (at least half a batch), claims that many due rows, and
+    gives each slot back when its send ends. One lane more than the slots fill keeps them busy
+    while a lane records its batch. A lane whose claim finds nothing sleeps until the queue's next
+    due time, a wake-up (NOTIFY on the outbox's channel) or a stop."""
 
     def __init__(self, outbox: Outbox, *, params: dict, batch_size: int | None = None):
         self.outbox = outbox
         self.name = outbox.queue.table
         self.channel = outbox.queue.channel
-        batch_size = batch_size or settings.IOTHUB_WORKER_BATCH_SIZE
-        count = max(1, math.ceil(outbox.concurrency / batch_size))
-        size = math.ceil(outbox.concurrency / count)
+        concurrency = outbox.concurrency
+        size = min(batch_size or settings.IOTHUB_WORKER_BATCH_SIZE, concurrency)
+        self.slots = Slots(concurrency)
+        self.least = max(1, size // 2)
         statements = Statements(outbox)
+        count = math.ceil(concurrency / size) + 1
         self.lanes = [Lane(outbox, size=size, params=params, statements=statements) for _ in range(count)]
         self._wakes = [asyncio.Event() for _ in self.lanes]
         self._stopping = False
@@ -282,6 +339,7 @@ class OutboxRunner:
     def stop(self) -> None:
         """No new batch after the ones in flight, which finish and are recorded."""
         self._stopping = True
+        self.slots.stop()
         self.wake()
 
     async def run(self) -> None:
@@ -292,9 +350,12 @@ class OutboxRunner:
         try:
             while not self._stopping:
                 wake.clear()  # before the claim: a NOTIFY during it makes the wait below return at once
+                taken = await self.slots.take(lane.size, least=self.least)
+                if not taken:
+                    break  # stopping
                 try:
-                    handled = await lane.run_batch()
-                    if handled >= lane.size:
+                    handled = await lane.run_batch(size=taken, release=self.slots.give)
+                    if handled >= taken:
                         self.wake()  # a full batch: there may be more, for the idle lanes too
                     if not handled:
                         await self._idle(lane, wake)
