@@ -161,8 +161,9 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_carry_the_same_webhoo
     for delivery_id, webhook_ids in seen.items():
         assert set(webhook_ids) == {idempotency_key(deliveries[delivery_id])}
     repeated = [delivery_id for delivery_id, ids in seen.items() if len(ids) > 1]
-    # Only what the killed worker had in flight can have gone out twice.
-    assert len(repeated) <= 4, repeated
+    # Only what the killed worker had claimed and not yet recorded can have gone out twice: its
+    # open batches, two lanes of four with concurrency 4 (one lane more than the 4 slots fill).
+    assert len(repeated) <= 8, repeated
 
 
 def test_sigterm_lets_the_sends_in_flight_finish_and_claims_no_more(
