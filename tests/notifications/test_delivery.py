@@ -4,6 +4,7 @@ priority order, the event's execution_results entry, batches sent concurrently, 
 These tests commit (the engine's transactions, and time passing between them, are the point)."""
 
 import itertools
+import time
 from datetime import timedelta
 
 import pytest
@@ -212,3 +213,25 @@ def test_the_worker_runs_the_delivery_outbox():
     outboxes = {outbox.queue.table: outbox for outbox in worker_outboxes()}
     assert isinstance(outboxes["notification_deliveries"], DeliveryOutbox)
     assert outboxes["notification_deliveries"].queue.channel == "iothub_notification_deliveries"
+
+
+def test_two_batches_finishing_an_action_s_last_deliveries_together_complete_its_entry(
+    settings, webhook_receiver, template_factory, event_factory
+):
+    # Two lanes of one, each with one of the action's two deliveries, sent for the same 0.3 s:
+    # both record at the same moment, each seeing the other's delivery pending when it counts
+    # without the events' lock. Five events, one after the other, so the race is run five times.
+    settings.IOTHUB_NOTIFICATION_CONCURRENCY = 2
+    webhook_receiver.delay = 0.3
+    template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url(f"/{n}")} for n in (1, 2)])
+
+    with running_worker([DeliveryOutbox()], batch_size=1):
+        for round_ in range(5):
+            event = event_factory(template)
+            wait_until(
+                lambda event=event: NotificationDelivery.objects.filter(event=event, status="sent").count() == 2,
+                what=f"round {round_}'s deliveries",
+            )
+            time.sleep(0.2)  # both batches committed
+            entry = Event.objects.get(id=event.id).execution_results[0]
+            assert (entry["status"], entry["sent_count"]) == ("completed", 2), (round_, entry)
