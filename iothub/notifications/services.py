@@ -2,7 +2,7 @@
 retry of a failed delivery.
 
 Enqueueing runs inside the ingest transaction (outbox): it writes rows and a NOTIFY, never calls
-anything external; the worker's delivery loop (`delivery.py`) sends after commit.
+anything external; the worker's engine sends after commit (`delivery.py`, the deliveries' outbox).
 """
 
 import json

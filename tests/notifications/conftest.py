@@ -112,9 +112,11 @@ def deliver_until_settled(*, timeout: float = 15.0, on_pass=None) -> None:
     deadline = time.monotonic() + timeout
     with running_worker([DeliveryOutbox()]):
         while time.monotonic() < deadline:
+            # Settled first, then `on_pass`: its last call sees the final state.
+            settled = not NotificationDelivery.objects.filter(status=DeliveryStatus.PENDING).exists()
             if on_pass:
                 on_pass()
-            if not NotificationDelivery.objects.filter(status=DeliveryStatus.PENDING).exists():
+            if settled:
                 return
             time.sleep(0.01)
     raise AssertionError("deliveries still pending after the timeout")
