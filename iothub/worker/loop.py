@@ -114,22 +114,25 @@ class Worker:
         by_channel: dict[str, list[OutboxRunner]] = {}
         for runner in self.runners:
             by_channel.setdefault(runner.channel, []).append(runner)
-        while not self._stopping:
-            try:
-                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
-                    for channel in channels:
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    if listening.is_set():
-                        for runner in self.runners:  # reconnected: look for what was committed meanwhile
-                            runner.wake()
+        try:
+            while not self._stopping:
+                try:
+                    async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                        for channel in channels:
+                            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        if listening.is_set():
+                            for runner in self.runners:  # reconnected: look for what was committed meanwhile
+                                runner.wake()
+                        listening.set()
+                        async for notify in conn.notifies():
+                            for runner in by_channel.get(notify.channel, []):
+                                runner.wake()
+                except psycopg.Error:
+                    logger.warning("worker: the LISTEN connection failed; reconnecting", exc_info=True)
                     listening.set()
-                    async for notify in conn.notifies():
-                        for runner in by_channel.get(notify.channel, []):
-                            runner.wake()
-            except psycopg.Error:
-                logger.warning("worker: the LISTEN connection failed; reconnecting", exc_info=True)
-                listening.set()
-                await self._pause(ERROR_PAUSE)
+                    await self._pause(ERROR_PAUSE)
+        finally:
+            listening.set()  # a worker stopped before its first LISTEN must not wait for one
 
     async def _periodic(self, job: PeriodicJob) -> None:
         # One thread per task, keeping its Django connection between runs.

@@ -2,6 +2,7 @@
 interval, a failing one retried while the worker goes on, an idle worker woken by NOTIFY."""
 
 import itertools
+import threading
 import time
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from iothub.machines.outbox import MachineCommandOutbox
 from iothub.notifications.delivery import DeliveryOutbox
 from iothub.worker import loop
 from iothub.worker.jobs import PeriodicJob, periodic_jobs, worker_outboxes
+from iothub.worker.loop import Worker
 from tests.worker.drive import running_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,3 +70,13 @@ def test_a_stopped_worker_with_nothing_to_do_exits_at_once():
     with running_worker([MachineCommandOutbox(), DeliveryOutbox()]) as worker:
         wait_until(lambda: worker.runners, what="the start")
     assert time.monotonic() - started < 5
+
+
+def test_a_worker_asked_to_stop_before_it_listens_exits_at_once():
+    worker = Worker(outboxes=[MachineCommandOutbox(), DeliveryOutbox()], periodic=[])
+    worker.stop()  # e.g. SIGTERM while it starts
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the worker waited for a LISTEN it would never make"
