@@ -1,20 +1,25 @@
-"""Benchmark of notification delivery.
+"""Benchmark of notification delivery on the worker's engine.
 
-1. Throughput: deliveries per second to a fast local webhook receiver, with 1 and with 4 worker
-   processes. The deliveries are enqueued in one transaction while the workers sit idle; the clock
-   runs from that commit (whose NOTIFY wakes them) to the receiver's last arrival.
-2. Latency from an event's commit to its webhook's arrival, one event at a time on an idle hub.
-3. The full pipeline's latency, from the telemetry POST to the webhook's arrival, through the HTTP
-   ingest endpoint (gunicorn), the rules and a worker: measured when ingest raises events.
+1. Throughput: webhook deliveries per second to a local receiver that answers at once, with 1 and
+   with 4 worker processes. The deliveries are enqueued in one transaction while the workers sit
+   idle; the clock runs from that commit (whose NOTIFY wakes them) to the receiver's last arrival.
+   Baseline, in the same run: the same receiver fed signed POSTs by one bare aiohttp process at
+   the same concurrency, without any database (what this machine can send at all).
+2. The same with receivers that take 200 ms to answer: throughput against the configured limit
+   (workers x IOTHUB_NOTIFICATION_CONCURRENCY / 0.2 s), and the workers' CPU.
+3. Latency from an event's commit to its webhook's arrival, one event at a time on an idle hub.
+4. The full pipeline's latency, from the telemetry POST to the webhook's arrival, through the HTTP
+   ingest endpoint (gunicorn), the rules and a worker.
 
 Workers are `manage.py run_worker` processes. Runs in a scratch database `iothub_bench_deliveries`
 (dropped and migrated afresh) on the PostgreSQL server of DATABASE_URL; the hub's database is left
 alone. Ports: receiver 8350, gunicorn 8351.
 
-    ./scripts/bench deliveries [--deliveries 2000] [--samples 200]
+    ./scripts/bench deliveries [--deliveries 4000] [--slow-deliveries 2000] [--samples 200]
 """
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -51,20 +56,19 @@ BENCH_ENV = {
 def serve_receiver(port: int, delay: float = 0.0) -> None:
     """aiohttp's server (its HTTP parser is C), so the receiver costs the shared CPUs little.
     `delay`: seconds each answer takes, as a remote receiver's would."""
-    import asyncio
-
     from aiohttp import web
 
     arrivals: dict[str, float] = {}
     count = [0]
+    pause = [delay]  # changed by the bench through /delay
 
     async def receive(request: web.Request) -> web.Response:
         try:
             await request.read()
         except ConnectionResetError:  # the sender died mid-request (the chaos benchmark kills one)
             return web.Response(status=499)
-        if delay:
-            await asyncio.sleep(delay)
+        if pause[0]:
+            await asyncio.sleep(pause[0])
         count[0] += 1
         arrivals.setdefault(request.headers.get("webhook-id", ""), time.time())
         return web.Response(status=204)
@@ -77,6 +81,7 @@ def serve_receiver(port: int, delay: float = 0.0) -> None:
     async def reset(request: web.Request) -> web.Response:
         count[0] = 0
         arrivals.clear()
+        pause[0] = float(request.query.get("delay", 0))
         return web.Response(status=204)
 
     app = web.Application()
@@ -114,8 +119,9 @@ class Receiver:
     def count(self) -> int:
         return json.loads(self._call("GET", "?count"))["count"]
 
-    def reset(self) -> None:
-        self._call("DELETE")
+    def reset(self, *, delay: float = 0.0) -> None:
+        """Forget what arrived; from now on answer after `delay` seconds."""
+        self._call("DELETE", f"?delay={delay}")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -239,38 +245,84 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def measure_throughput(scene: Scene, receiver: Receiver, workers: int, total: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_throughput(scene: Scene, receiver: Receiver, workers: int, total: int, *, delay: float = 0.0) -> dict:
+    from iothub.events.models import Event
     from iothub.notifications.models import NotificationDelivery
 
     processes = start_workers(workers)
     try:
-        receiver.reset()
+        receiver.reset(delay=delay)
         events = total // 50
+        cpu_before = sum(cpu_seconds(p.pid) for p in processes)
         scene.enqueue(scene.fanout, events)
         started = time.time()
         deadline = started + 300
         while receiver.count() < events * 50 and time.time() < deadline:
             time.sleep(0.05)
+        cpu = sum(cpu_seconds(p.pid) for p in processes) - cpu_before
         stats = receiver.stats()
         last = max(stats["arrivals"].values())
     finally:
         stop_workers(processes)
     sent = NotificationDelivery.objects.filter(event__rule=scene.rule, status="sent").count()
+    seconds = last - started
     result = {
         "workers": workers,
         "deliveries": events * 50,
         "received": stats["count"],
         "distinct": len(stats["arrivals"]),
         "sent": sent,
-        "seconds": last - started,
-        "per_second": stats["count"] / (last - started),
+        "seconds": seconds,
+        "per_second": stats["count"] / seconds,
+        "worker_cpu_ms": cpu / stats["count"] * 1000,  # per delivery, all workers together
+        "worker_cores": cpu / seconds,  # cores the workers kept busy
     }
-    from iothub.events.models import Event
-
     Event.objects.filter(rule=scene.rule).delete()
     if not result["received"] == result["distinct"] == result["sent"] == result["deliveries"]:
         raise SystemExit(f"deliveries went missing or were sent twice: {result}")
     return result
+
+
+def measure_baseline(receiver: Receiver, total: int, concurrency: int) -> dict:
+    """Signed webhook POSTs from one bare aiohttp process at `concurrency`, no database: what this
+    machine can send to the receiver at all. Run in its own process, like a worker."""
+    receiver.reset()
+    script = f"""
+import asyncio, json, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import aiohttp
+from standardwebhooks import Webhook
+from datetime import datetime, UTC
+
+signer = Webhook({WEBHOOK_SECRET!r})
+body = json.dumps({{"type": "event.raised", "data": {{"event": {{"id": 1, "message": "x" * 200}}}}}})
+
+async def main():
+    limit = asyncio.Semaphore({concurrency})
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit={concurrency})) as session:
+        async def one(n):
+            async with limit:
+                at = datetime.now(UTC)
+                headers = {{"content-type": "application/json", "webhook-id": f"base_{{n}}",
+                            "webhook-timestamp": str(int(at.timestamp())),
+                            "webhook-signature": signer.sign(msg_id=f"base_{{n}}", timestamp=at, data=body)}}
+                async with session.post("{receiver.url("/base")}", data=body.encode(), headers=headers) as r:
+                    await r.read()
+        started = time.time()
+        await asyncio.gather(*(one(n) for n in range({total})))
+        print(time.time() - started)
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    seconds = float(done.stdout.strip())
+    return {"per_second": total / seconds, "seconds": seconds}
 
 
 def measure_event_latency(scene: Scene, receiver: Receiver, samples: int) -> dict:
@@ -381,7 +433,8 @@ def prepare_database(base_url: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--deliveries", type=int, default=2000)
+    parser.add_argument("--deliveries", type=int, default=4000, help="per throughput run, receivers answering at once")
+    parser.add_argument("--slow-deliveries", type=int, default=2000, help="per run with receivers taking 200 ms")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--receiver-delay", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -397,8 +450,14 @@ def main() -> None:
     import django
 
     django.setup()
-    concurrency = os.environ.get("IOTHUB_NOTIFICATION_CONCURRENCY", "4")
-    print(f"workers: manage.py run_worker, concurrency {concurrency} each")
+    from django.conf import settings
+
+    concurrency = settings.IOTHUB_NOTIFICATION_CONCURRENCY
+    print(
+        f"workers: manage.py run_worker, IOTHUB_NOTIFICATION_CONCURRENCY={concurrency}, "
+        f"IOTHUB_WORKER_BATCH_SIZE={settings.IOTHUB_WORKER_BATCH_SIZE}; {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
+    )
     receiver = Receiver(8350)
     scene = Scene(receiver)
     try:
@@ -408,12 +467,24 @@ def main() -> None:
 
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
+        baseline = measure_baseline(receiver, args.deliveries, concurrency)
+        print(f"baseline, bare aiohttp POSTs (no database), one process: {baseline['per_second']:.0f}/s")
         for workers in (1, 4):
             result = measure_throughput(scene, receiver, workers, args.deliveries)
             print(
-                f"throughput, {result['workers']} worker(s): {result['per_second']:.0f} deliveries/s "
-                f"({result['received']} received, {result['distinct']} distinct, {result['sent']} marked sent, "
-                f"{result['seconds']:.2f} s)"
+                f"throughput, {workers} worker(s), receiver answering at once: {result['per_second']:.0f} deliveries/s "
+                f"({result['per_second'] / baseline['per_second']:.2f} of the baseline; {result['received']} received, "
+                f"{result['distinct']} distinct, {result['sent']} marked sent, {result['seconds']:.2f} s; workers' CPU "
+                f"{result['worker_cpu_ms']:.2f} ms per delivery, {result['worker_cores']:.2f} cores)"
+            )
+        for workers in (1, 4):
+            result = measure_throughput(scene, receiver, workers, args.slow_deliveries, delay=0.2)
+            limit = workers * concurrency / 0.2
+            print(
+                f"throughput, {workers} worker(s), receiver taking 200 ms: {result['per_second']:.0f} deliveries/s, "
+                f"{result['per_second'] / limit:.2f} of the concurrency limit {limit:.0f}/s "
+                f"({workers} x {concurrency} in flight / 0.2 s); workers' CPU {result['worker_cores']:.2f} cores "
+                f"({result['worker_cpu_ms']:.2f} ms per delivery)"
             )
         latency = measure_event_latency(scene, receiver, args.samples)
         print(

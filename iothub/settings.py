@@ -292,13 +292,12 @@ IOTHUB_HTTP_MAX_BODY_BYTES = env_int("IOTHUB_HTTP_MAX_BODY_BYTES", 10 * 1024 * 1
 # ------------------------------------------------------------------------------------------------
 # Notifications: delivery by the worker, and the settings of each channel (docs/notifications.md).
 # ------------------------------------------------------------------------------------------------
-# How many deliveries one worker process sends at a time (each on its own database connection, so
-# keep it below DB_POOL_MAX_SIZE).
-IOTHUB_NOTIFICATION_CONCURRENCY = env_int("IOTHUB_NOTIFICATION_CONCURRENCY", 4, minimum=1)
+# How many deliveries one worker process sends at a time: the worker's engine claims them in
+# batches of at most IOTHUB_WORKER_BATCH_SIZE, one database connection per batch in flight.
+IOTHUB_NOTIFICATION_CONCURRENCY = env_int("IOTHUB_NOTIFICATION_CONCURRENCY", 32, minimum=1)
 # A template's retry_delay_minutes counts in units of this many seconds: 60 in production; tests
 # and demos shorten it to watch retries happen.
 IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS = env_int("IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS", 60, minimum=1)
-IOTHUB_NOTIFICATION_ASYNC_COMMIT = env_bool("IOTHUB_NOTIFICATION_ASYNC_COMMIT", False)
 
 # Email goes through Django's email API.
 # https://docs.djangoproject.com/en/6.0/topics/email/#smtp-backend
@@ -342,6 +341,8 @@ IOTHUB_MACHINE_API_TIMEOUT_SECONDS = env_int("IOTHUB_MACHINE_API_TIMEOUT_SECONDS
 # Attempts per action, the first included; the delay before a retry doubles after each one.
 IOTHUB_MACHINE_API_MAX_ATTEMPTS = env_int("IOTHUB_MACHINE_API_MAX_ATTEMPTS", 4, minimum=1)
 IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS = env_int("IOTHUB_MACHINE_API_RETRY_DELAY_SECONDS", 5, minimum=0)
+# The most rows the worker's engine claims, sends and records together (docs/worker.md).
+IOTHUB_WORKER_BATCH_SIZE = env_int("IOTHUB_WORKER_BATCH_SIZE", 16, minimum=1)
 # How often the worker runs its periodic tasks.
 IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)

@@ -38,6 +38,7 @@ from rest_framework import permissions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from iothub import metrics
 from iothub.api.authentication import DeviceTokenAuthentication
 from iothub.db import DATABASE_UNAVAILABLE
 from iothub.ingest.services import (
@@ -52,7 +53,6 @@ from iothub.ingest.services import (
 )
 from iothub.ingest.validation import FieldError, IngestRejected, decode_body
 from iothub.ingest.writer import ingest_one
-from iothub.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 

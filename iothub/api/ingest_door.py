@@ -15,6 +15,7 @@ import uuid
 from django.conf import settings
 from django.utils import timezone
 
+from iothub import metrics
 from iothub.api.ingest import (
     Answer,
     answer_for,
@@ -27,7 +28,6 @@ from iothub.api.ingest import (
 )
 from iothub.ingest.validation import FieldError, IngestRejected
 from iothub.ingest.writer import IngestWriter, ingest_writer
-from iothub.monitoring import metrics
 from iothub.monitoring.middleware import INGEST_VIEW, REQUEST_ID, request_logged
 
 logger = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ transaction block and never comes here; otherwise evaluation costs no further re
 
 from collections.abc import Sequence
 
+from iothub import metrics
 from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.events.services import RESULT_PENDING, event_raise, rule_actions
 from iothub.machines.services import machine_command_enqueue
-from iothub.monitoring import metrics
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
 from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal, reading_matches

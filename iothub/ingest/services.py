@@ -49,6 +49,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from iothub import metrics
 from iothub.db import DATABASE_ERRORS, database_unavailable, execute_prepared, is_retryable
 from iothub.devices.models import Device
 from iothub.devices.services import ReadingSeen, device_token_hash, devices_record_readings
@@ -58,7 +59,6 @@ from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
 from iothub.ingest.models import IdempotencyKey
 from iothub.ingest.selectors import Sender, senders_get
 from iothub.ingest.validation import FieldError, IngestRejected, Limits, messages_validate
-from iothub.monitoring import metrics
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
 from iothub.telemetry.services import NewReading, StoredReading, telemetry_insert
@@ -345,7 +345,8 @@ def idempotency_keep() -> timedelta:
 
 def idempotency_keys_expire(*, now: datetime | None = None) -> int:
     """Delete the keys kept longer than the keeping time; returns how many went. (A key past its
-    time is claimed anew by its next request anyway: this only keeps the table small.)"""
+    time is claimed anew by its next request anyway: this only keeps the table small.) The writer
+    calls it every hour."""
     cutoff = (now or timezone.now()) - idempotency_keep()
     return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
 

@@ -18,6 +18,9 @@ each batch waiting for a pooled connection (`DB_POOL_TIMEOUT`): once a batch has
 the writer checks with a short connection attempt, at most every PROBE_SECONDS, and takes the next
 batch to the database only when that attempt succeeds.
 
+The writer also keeps the idempotency keys' table small: at most every EXPIRE_KEYS_SECONDS, after a
+batch, it deletes the keys past their keeping time (each process does; the delete is idempotent).
+
 A caller already inside a transaction (a test's, or a service's) is not handed to the thread,
 whose connection could not see that transaction's rows: `ingest_one` stores its request in the
 caller's transaction instead, through the same `ingest_batch`.
@@ -37,7 +40,15 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from iothub.ingest.services import UNAVAILABLE, IngestRequest, Outcome, Unavailable, ingest_batch
+from iothub.db import DATABASE_ERRORS
+from iothub.ingest.services import (
+    UNAVAILABLE,
+    IngestRequest,
+    Outcome,
+    Unavailable,
+    idempotency_keys_expire,
+    ingest_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ _STOP = object()
 # While the database is unreachable: how often, and how patiently, the writer checks it is back.
 PROBE_SECONDS = 0.5
 PROBE_CONNECT_TIMEOUT = 2
+EXPIRE_KEYS_SECONDS = 3600
 
 
 class IngestWriter:
@@ -57,6 +69,7 @@ class IngestWriter:
         self.batches = 0  # batches written, for tests and the log
         self._unreachable = False  # the last batch found the database unreachable
         self._last_probe = 0.0
+        self._keys_expired_at = time.monotonic()
 
     def submit(self, request: IngestRequest) -> "Future[Outcome]":
         """Queue a request; the future's result is its outcome, set after its batch commits (or
@@ -100,6 +113,7 @@ class IngestWriter:
                     break
                 batch, stopping = self._gather(first)
                 self._write(batch)
+                self._housekeeping()
                 if self._queue.empty():
                     # Idle: the connection goes back to the pool, which checks it before the next
                     # batch (a database restarted meanwhile costs no failed request).
@@ -138,6 +152,19 @@ class IngestWriter:
         self.batches += 1
         self._unreachable = any(isinstance(outcome, Unavailable) for outcome in outcomes)
         _settle([(future, outcome, None) for (_, future), outcome in zip(batch, outcomes, strict=True)])
+
+    def _housekeeping(self) -> None:
+        if self._unreachable or time.monotonic() - self._keys_expired_at < EXPIRE_KEYS_SECONDS:
+            return
+        self._keys_expired_at = time.monotonic()
+        try:
+            expired = idempotency_keys_expire()
+        except DATABASE_ERRORS:
+            logger.warning("ingest writer: expiring idempotency keys failed; trying again later", exc_info=True)
+            connection.close()
+            return
+        if expired:
+            logger.info("ingest writer: %d idempotency keys expired", expired)
 
     def _database_answers(self) -> bool:
         """Whether a new connection to the database opens now (checked at most every PROBE_SECONDS;

@@ -10,15 +10,17 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
+from iothub.outbox import SendFailed
+
 USER_AGENT = "iothub-alpha"
 TIMEOUT_ERROR = "API timeout"  # the spec's wording in execution_results
 
 
-class MachineApiError(Exception):
+class MachineApiError(SendFailed):
     """The call did not succeed. `retryable` says whether asking again may help."""
 
     def __init__(self, message: str, *, retryable: bool):
-        super().__init__(message)
+        super().__init__(message, permanent=not retryable)
         self.retryable = retryable
 
 

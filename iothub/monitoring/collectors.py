@@ -17,11 +17,8 @@ When the database does not answer, `/metrics` still answers with the counters, a
 import logging
 import time
 
-from django.conf import settings
 from django.db import DatabaseError, connection
 from prometheus_client.core import GaugeMetricFamily
-
-from iothub.notifications.services import DEFAULT_RETRY_DELAY_MINUTES
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +26,11 @@ DEVICE_STATUSES = ("active", "inactive", "error")
 SEVERITIES = ("critical", "warning", "info")
 CHANNELS = ("email", "sms", "webhook")
 
-# A pending delivery is due once it was never tried, or its last attempt is at least its
-# template's retry_delay_minutes old (as the delivery loop decides, iothub/notifications/delivery.py);
-# the age is measured from that moment.
+# A pending delivery is due from its next_attempt_at, as the worker's engine claims it (its
+# creation, or its last attempt plus the template's retry_delay_minutes); the age is measured from then.
 _DELIVERIES_SQL = """
-SELECT d.recipient_type, d.status, count(*),
-       min(CASE WHEN d.status = 'pending' THEN
-           CASE WHEN COALESCE(d.attempt_count, 0) = 0 OR d.last_attempt_at IS NULL THEN d.created_at
-                ELSE d.last_attempt_at + make_interval(
-                    secs => COALESCE(t.retry_delay_minutes, %(default_delay)s) * %(unit)s) END
-       END)
+SELECT d.recipient_type, d.status, count(*), min(CASE WHEN d.status = 'pending' THEN d.next_attempt_at END)
 FROM notification_deliveries AS d
-JOIN notification_templates AS t ON t.id = d.template_id
 WHERE d.status IN ('pending', 'failed')
 GROUP BY 1, 2
 """
@@ -71,10 +61,7 @@ class HubStateCollector:
                 "SELECT severity, count(*) FROM events WHERE status IN ('new', 'acknowledged') GROUP BY severity"
             )
             events = dict(cursor.fetchall())
-            cursor.execute(
-                _DELIVERIES_SQL,
-                {"default_delay": DEFAULT_RETRY_DELAY_MINUTES, "unit": settings.IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS},
-            )
+            cursor.execute(_DELIVERIES_SQL)
             deliveries = cursor.fetchall()
 
         device_family = GaugeMetricFamily("iothub_devices", "Devices by status.", labels=["status"])

@@ -15,7 +15,7 @@ import uuid
 from django.conf import settings
 from django.utils.functional import SimpleLazyObject, empty
 
-from iothub.monitoring import metrics
+from iothub import metrics
 
 logger = logging.getLogger("iothub.request")
 

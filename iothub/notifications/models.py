@@ -73,6 +73,9 @@ class NotificationDelivery(models.Model):
     error_message = models.TextField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now(), editable=False)
+    # An additive extension (docs/schema.md): when the delivery is due, now() for a new row; the
+    # worker writes it after a failed attempt from the template's retry_delay_minutes.
+    next_attempt_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         db_table = "notification_deliveries"
@@ -82,6 +85,10 @@ class NotificationDelivery(models.Model):
             models.Index(fields=["event"], name="idx_notification_delivery_event"),
             models.Index(fields=["status", "priority", "created_at"], name="idx_notification_delivery_queue"),
             models.Index(fields=["status", "attempt_count", "last_attempt_at"], name="idx_notification_delivery_retry"),
+            # When the next pending delivery is due; finished rows leave the index.
+            models.Index(
+                fields=["next_attempt_at"], name="idx_notification_delivery_due", condition=models.Q(status="pending")
+            ),
         ]
 
     def __str__(self) -> str:

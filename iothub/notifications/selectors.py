@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from iothub.events.models import Event
-from iothub.notifications.models import NotificationDelivery
+from iothub.notifications.models import NotificationDelivery, NotificationTemplate
+from iothub.rules.actions import action_id_valid
 from iothub.rules.conditions import OPERATOR_SYMBOLS, decimal_text
 
 
@@ -89,3 +90,24 @@ def event_with_context_relations(*, event_id: int) -> Event:
 
 def notification_delivery_list() -> QuerySet[NotificationDelivery]:
     return NotificationDelivery.objects.select_related("template").order_by("-created_at", "-id")
+
+
+def notification_template_references_problems(actions: list[tuple[int, dict]]) -> list[tuple[int, str]]:
+    """The rules' check of what their notification actions name (registered with
+    `iothub.rules.actions` by `NotificationsConfig.ready`): each `template_id` must be an existing,
+    active template. Given (position, action) pairs; returns (position, message) pairs."""
+    refs: dict[int, list[int]] = {}
+    for index, action in actions:
+        if action_id_valid(action.get("template_id")):
+            refs.setdefault(action["template_id"], []).append(index)
+    if not refs:
+        return []
+    active = dict(NotificationTemplate.objects.filter(id__in=refs).values_list("id", "is_active"))
+    problems: list[tuple[int, str]] = []
+    for template_id, indexes in refs.items():
+        for index in indexes:
+            if template_id not in active:
+                problems.append((index, f"[{index}].template_id: notification template {template_id} does not exist"))
+            elif not active[template_id]:
+                problems.append((index, f"[{index}].template_id: notification template {template_id} is not active"))
+    return problems

@@ -2,18 +2,21 @@
 retry of a failed delivery.
 
 Enqueueing runs inside the ingest transaction (outbox): it writes rows and a NOTIFY, never calls
-anything external; the worker's delivery loop (`delivery.py`) sends after commit.
+anything external; the worker's engine sends after commit (`delivery.py`, the deliveries' outbox).
 """
 
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from iothub.db import Now
 from iothub.events.models import Event
 from iothub.events.services import (
     RESULT_COMPLETED,
@@ -42,6 +45,13 @@ RETRY_DELAY_MINUTES_MIN, RETRY_DELAY_MINUTES_MAX = 0, 1440
 DEFAULT_PRIORITY = 1
 DEFAULT_RETRY_COUNT = 3
 DEFAULT_RETRY_DELAY_MINUTES = 5
+
+
+def delivery_retry_delay_seconds(retry_delay_minutes: int | None) -> int:
+    """Seconds between a failed attempt and the next: the template's `retry_delay_minutes` (NULL:
+    the spec's default), in units of IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS (60 but in tests)."""
+    minutes = DEFAULT_RETRY_DELAY_MINUTES if retry_delay_minutes is None else retry_delay_minutes
+    return minutes * settings.IOTHUB_NOTIFICATION_RETRY_UNIT_SECONDS
 
 
 def deliveries_wake() -> None:
@@ -110,7 +120,14 @@ def notification_template_update(*, template: NotificationTemplate, changes: dic
         raise ValueError(f"not template fields: {', '.join(sorted(unknown))}")
     for field, value in changes.items():
         setattr(template, field, value)
-    template.save(update_fields=[*changes, "updated_at"])
+    with transaction.atomic():
+        template.save(update_fields=[*changes, "updated_at"])
+        if "retry_delay_minutes" in changes:
+            # A retry is due `retry_delay_minutes` after the last attempt, as the row records it.
+            delay = timedelta(seconds=delivery_retry_delay_seconds(template.retry_delay_minutes))
+            NotificationDelivery.objects.filter(
+                template=template, status=DeliveryStatus.PENDING, attempt_count__gt=0, last_attempt_at__isnull=False
+            ).update(next_attempt_at=F("last_attempt_at") + delay)
     return template
 
 
@@ -271,13 +288,9 @@ def notification_action_progress(*, event_id: int, template_id: int) -> ActionPr
     return ActionProgress(pending=pending, sent=sent, failed=failed)
 
 
-def _notification_action_indexes(*, event_id: int, template_id: int) -> list[int]:
-    """Indexes of the event's notification actions for this template."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT execution_results FROM events WHERE id = %s", [event_id])
-        row = cursor.fetchone()
-    # Django's psycopg setup hands jsonb over as text, for JSONField to decode.
-    results = json.loads(row[0]) if row and isinstance(row[0], str) else (row[0] if row else None)
+def notification_action_indexes(results: object, template_id: int) -> list[int]:
+    """Which entries of an event's `execution_results` are its notification actions for this
+    template (deliveries carry the template, not the action's index)."""
     if not isinstance(results, list):
         return []
     return [
@@ -287,30 +300,28 @@ def _notification_action_indexes(*, event_id: int, template_id: int) -> list[int
     ]
 
 
+def notification_action_entry(progress: ActionProgress, *, at: datetime) -> dict:
+    """The changes an action's deliveries make to its entry: `pending` with the counts so far while
+    any is pending, else the spec's completed entry, completed at `at`."""
+    if progress.pending:
+        return {"status": RESULT_PENDING, "sent_count": progress.sent, "failed_count": progress.failed}
+    return {
+        "status": RESULT_COMPLETED,
+        "sent_count": progress.sent,
+        "failed_count": progress.failed,
+        "completed_at": execution_time_text(at),
+    }
+
+
 def _action_entry_write(*, event_id: int, template_id: int, progress: ActionProgress) -> None:
-    if progress.pending:
-        changes = {"status": RESULT_PENDING, "sent_count": progress.sent, "failed_count": progress.failed}
-    else:
-        changes = {
-            "status": RESULT_COMPLETED,
-            "sent_count": progress.sent,
-            "failed_count": progress.failed,
-            "completed_at": execution_time_text(timezone.now()),
-        }
-    for index in _notification_action_indexes(event_id=event_id, template_id=template_id):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT execution_results FROM events WHERE id = %s", [event_id])
+        row = cursor.fetchone()
+    # Django's psycopg setup hands jsonb over as text, for JSONField to decode.
+    results = json.loads(row[0]) if row and isinstance(row[0], str) else (row[0] if row else None)
+    changes = notification_action_entry(progress, at=timezone.now())
+    for index in notification_action_indexes(results, template_id):
         event_action_result_update(event_id=event_id, index=index, changes=changes)
-
-
-def notification_action_complete(*, event_id: int, template_id: int) -> bool:
-    """If no delivery of the event's notification action is pending any more, make its
-    `execution_results` entry the spec's `{"status": "completed", "sent_count", "failed_count",
-    "completed_at"}`; True if it did. Two senders finishing the last deliveries together may both
-    write it, with the same counts."""
-    progress = notification_action_progress(event_id=event_id, template_id=template_id)
-    if progress.pending:
-        return False
-    _action_entry_write(event_id=event_id, template_id=template_id, progress=progress)
-    return True
 
 
 def notification_action_record(*, event_id: int, template_id: int) -> ActionProgress:
@@ -337,7 +348,7 @@ def notification_delivery_retry(*, delivery_id: int) -> NotificationDelivery:
     with transaction.atomic():
         # Only failed rows match, and workers lock only pending ones: this never waits on a send.
         updated = NotificationDelivery.objects.filter(id=delivery_id, status=DeliveryStatus.FAILED).update(
-            status=DeliveryStatus.PENDING, attempt_count=0
+            status=DeliveryStatus.PENDING, attempt_count=0, next_attempt_at=Now()
         )
         delivery = NotificationDelivery.objects.get(id=delivery_id)
         if not updated:

@@ -16,9 +16,15 @@ The spec's example is the format:
 Unknown action types and unknown keys are refused, so that a typo (`"machine"` for `"machine_id"`)
 is caught when the rule is saved, not when it fires. The API and the admin both validate through
 `action_config_validate`; nothing here knows of HTTP.
+
+What an action refers to in a table another app owns (a notification's template) is checked by
+that app, which sits above rules: it registers its check here when Django starts
+(`action_reference_check_register`, from `NotificationsConfig.ready`). So rules import nothing
+above them, and a rule is still validated whole wherever it is saved.
 """
 
-from django.apps import apps
+from collections.abc import Callable
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
@@ -36,6 +42,18 @@ ACTION_KEYS = {
 MAX_ACTIONS = 20
 MACHINE_ID_MAX_LENGTH = 255  # machine_commands.machine_id
 
+# Given the (position, action) pairs of one action type, the problems with what they refer to, as
+# (position, message) pairs; messages start with the position and key, like the shape's.
+ReferenceCheck = Callable[[list[tuple[int, dict]]], list[tuple[int, str]]]
+_reference_checks: dict[str, ReferenceCheck] = {}
+
+
+def action_reference_check_register(kind: str, check: ReferenceCheck) -> None:
+    """Let the app that owns what `kind` actions refer to check those references on every save."""
+    if kind not in ACTION_TYPES:
+        raise ValueError(f"{kind!r} is not an action type; expected one of {', '.join(ACTION_TYPES)}")
+    _reference_checks[kind] = check
+
 
 def action_config_validate(config: object) -> list[dict]:
     """Return `config` if it is a valid action list, else raise `ValidationError` on the field
@@ -49,12 +67,13 @@ def action_config_validate(config: object) -> list[dict]:
         raise ValidationError({"action_config": [f"holds {len(config)} actions; the limit is {MAX_ACTIONS}"]})
 
     problems: list[tuple[int, str]] = []
-    template_refs: dict[int, list[int]] = {}
+    by_kind: dict[str, list[tuple[int, dict]]] = {}
     for index, action in enumerate(config):
         problems.extend((index, problem) for problem in _action_problems(action, where=f"[{index}]"))
-        if isinstance(action, dict) and action.get("type") == NOTIFICATION and _is_id(action.get("template_id")):
-            template_refs.setdefault(action["template_id"], []).append(index)
-    problems.extend(_template_problems(template_refs))
+        if isinstance(action, dict) and action.get("type") in _reference_checks:
+            by_kind.setdefault(action["type"], []).append((index, action))
+    for kind, actions in by_kind.items():
+        problems.extend(_reference_checks[kind](actions))
     if problems:
         # In the order of the actions (a stable sort keeps each action's own order).
         raise ValidationError({"action_config": [message for _, message in sorted(problems, key=lambda p: p[0])]})
@@ -84,7 +103,7 @@ def _action_problems(action: object, *, where: str) -> list[str]:
         allowed = ", ".join(sorted(keys["required"] | keys["optional"]))
         problems.append(f"{where}.{key}: unknown key for a {kind} action; it takes {allowed}")
     if kind == NOTIFICATION:
-        if "template_id" in action and not _is_id(action["template_id"]):
+        if "template_id" in action and not action_id_valid(action["template_id"]):
             problems.append(f"{where}.template_id: must be the integer id of a notification template")
         if "recipients" in action:
             problems.extend(_recipients_problems(action["recipients"], where=f"{where}.recipients"))
@@ -93,7 +112,8 @@ def _action_problems(action: object, *, where: str) -> list[str]:
     return problems
 
 
-def _is_id(value: object) -> bool:
+def action_id_valid(value: object) -> bool:
+    """Whether an action's reference (`template_id`) is an id at all: a positive integer."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -117,20 +137,3 @@ def _recipients_problems(recipients: object, *, where: str) -> list[str]:
     except RecipientError as error:
         return [str(error)]
     return []
-
-
-def _template_problems(refs: dict[int, list[int]]) -> list[tuple[int, str]]:
-    if not refs:
-        return []
-    # Rules sit below notifications in the import graph; the model is looked up by name at call
-    # time, so that the graph stays one-way while the check still reads the real table.
-    template_model = apps.get_model("notifications", "NotificationTemplate")
-    active = dict(template_model.objects.filter(id__in=refs).values_list("id", "is_active"))
-    problems: list[tuple[int, str]] = []
-    for template_id, indexes in refs.items():
-        for index in indexes:
-            if template_id not in active:
-                problems.append((index, f"[{index}].template_id: notification template {template_id} does not exist"))
-            elif not active[template_id]:
-                problems.append((index, f"[{index}].template_id: notification template {template_id} is not active"))
-    return problems

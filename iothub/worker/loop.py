@@ -1,163 +1,172 @@
-"""The worker's loop: `manage.py run_worker` runs it; one process, any number of them.
+"""The worker process: `manage.py run_worker` runs it; one process, any number of them, on any hosts.
 
-    LISTEN on every job's channel (a dedicated connection in autocommit)
-    until asked to stop:
-        a round: each job's run_once(), in turn
-        if a round did something: another round at once
-        else: sleep until the earliest next_due() of the jobs (MIN_WAIT at least), a NOTIFY
-              on a channel, or IDLE_WAIT, whichever comes first
+One asyncio event loop holds:
 
-- **Wakes without polling delay**: ingest NOTIFYs a job's channel in the transaction that writes
-  its rows; PostgreSQL delivers it at commit, and the worker's wait returns at once. LISTEN is in
-  place before the first round, so nothing committed meanwhile is missed; IDLE_WAIT is only a
-  safety net (e.g. for a listener that lost its connection).
-- **Shares the work**: jobs claim rows with `FOR UPDATE SKIP LOCKED`, so workers on any hosts never
-  take the same row; a worker killed mid-item loses its connection and its row locks, and the item
-  is due again for the others.
-- **Stops cleanly**: `stop()` (SIGTERM, SIGINT) lets the item in flight finish and be recorded,
-  then the loop exits; an idle worker exits within STOP_CHECK seconds.
-- **Survives errors**: a job that raises is logged and rested for ERROR_PAUSE, the others go on; a
-  lost database connection is reopened on the next use.
+- a **listener**: a connection in autocommit that LISTENs on every outbox's channel and wakes that
+  outbox's lanes when ingest commits new rows (PostgreSQL delivers a NOTIFY at commit), so a new
+  event's webhook leaves within milliseconds, with no polling. LISTEN is in place before the lanes'
+  first claim, and after every reconnection the lanes look again for what was committed meanwhile;
+- the **engine's lanes** (`engine.py`), a few per outbox, claiming and sending batches;
+- the **periodic tasks** (device inactivity, retention), each on its own thread with Django's
+  ORM, at start-up and then every interval;
+- a **heartbeat**: every HEARTBEAT_EVERY seconds, while every lane has finished a turn within
+  STUCK_AFTER, the worker marks itself alive: the `iothub_worker_last_round_timestamp_seconds`
+  gauge and the heartbeat file that `python -m iothub.liveness worker` reads.
+
+Stopping (`stop()`, on SIGTERM or SIGINT): no lane claims again; the batches in flight finish and
+are recorded; then the process exits. A lost database is survived: each lane reconnects after
+ERROR_PAUSE, and the listener too.
 """
 
+import asyncio
+import contextlib
 import logging
 import time
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from django.db import connection
-from django.utils import timezone
 from psycopg import sql
 
-from iothub.monitoring import metrics
-from iothub.worker.jobs import Job
+from iothub import metrics
+from iothub.liveness import heartbeat_beat
+from iothub.outbox import Outbox
+from iothub.worker.engine import ERROR_PAUSE, IDLE_WAIT, OutboxRunner, database_params
+from iothub.worker.jobs import PeriodicJob
 
 logger = logging.getLogger(__name__)
 
-IDLE_WAIT = 60.0  # seconds asleep at most, whatever the jobs say
-# Seconds asleep at least after a round that did nothing, even if a job says something is due now:
-# an item due but locked by another worker (mid-call) is due and not claimable, and must not make
-# this worker spin. New work still wakes it at once through NOTIFY.
-MIN_WAIT = 1.0
-STOP_CHECK = 1.0  # the longest a stop request waits while the worker sleeps
-ERROR_PAUSE = 5.0  # seconds a failing job rests before its next turn
+HEARTBEAT_EVERY = 5.0
+# A lane's turn ends at least every IDLE_WAIT (an idle lane looks at its queue) or when its batch
+# does (at most the longest send timeout, 15 s by default); one silent for longer is stuck.
+STUCK_AFTER = 2 * IDLE_WAIT
+
+
+def _close_connection() -> None:
+    """Close the calling thread's Django connection (`connection` is per thread)."""
+    connection.close()
 
 
 class Worker:
-    def __init__(self, jobs: list[Job]):
-        self.jobs = jobs
-        self.channels = sorted({job.channel for job in jobs if job.channel})
+    def __init__(self, *, outboxes: list[Outbox], periodic: list[PeriodicJob], batch_size: int | None = None):
+        self.outboxes = outboxes
+        self.periodic = periodic
+        self.batch_size = batch_size
         self._stopping = False
-        self._resting_until: dict[str, float] = {}  # job name -> monotonic time
-        self._listener: psycopg.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self.runners: list[OutboxRunner] = []
 
     def stop(self) -> None:
-        """Ask the loop to exit after the item in flight. Safe to call from a signal handler."""
+        """Ask the worker to exit once the batches in flight are recorded. Safe to call from a
+        signal handler or another thread."""
         self._stopping = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop_now)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+    def _stop_now(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+        for runner in self.runners:
+            runner.stop()
 
     def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        params = database_params()
+        self.runners = [OutboxRunner(outbox, params=params, batch_size=self.batch_size) for outbox in self.outboxes]
+        # Blocking sends (email, SMS, machine calls) run on threads: as many as sends may be in flight.
+        sends = sum(outbox.concurrency for outbox in self.outboxes)
+        self._loop.set_default_executor(ThreadPoolExecutor(max_workers=max(4, sends), thread_name_prefix="send"))
+        for outbox in self.outboxes:
+            await outbox.open()
+        listening = asyncio.Event()
+        listener = asyncio.create_task(self._listen(params, listening))
         try:
-            self._listen()
-            logger.info("worker started: jobs %s, listening on %s", [j.name for j in self.jobs], self.channels)
-            while not self._stopping:
-                if self.run_round():
-                    continue
-                self._sleep(self._seconds_until_due())
+            # The first LISTEN before the first claim (or its failure: the lanes retry on their own).
+            await listening.wait()
+            lanes = [asyncio.create_task(runner.run()) for runner in self.runners]
+            chores = [asyncio.create_task(self._periodic(job)) for job in self.periodic]
+            heartbeat = asyncio.create_task(self._heartbeat())
+            logger.info(
+                "worker started: outboxes %s, periodic %s, listening on %s",
+                [f"{r.name} ({len(r.lanes)} lane(s) of {r.lanes[0].size})" for r in self.runners],
+                [job.name for job in self.periodic],
+                sorted({r.channel for r in self.runners}),
+            )
+            if self._stopping:
+                self._stop_now()
+            await asyncio.gather(*lanes, *chores, self._stop_event.wait())
+            heartbeat.cancel()
         finally:
-            self._close_listener()
-            connection.close()
+            listener.cancel()
+            for outbox in self.outboxes:
+                await outbox.close()
             logger.info("worker stopped")
 
-    def run_round(self) -> int:
-        """Give each job one turn; return how many items they handled together."""
-        handled = 0
-        for job in self.jobs:
-            if self._stopping:
-                break
-            if self._resting_until.get(job.name, 0.0) > time.monotonic():
-                continue
-            try:
-                handled += job.run_once()
-            except Exception:
-                logger.exception("job %s failed; resting it for %.0f s", job.name, ERROR_PAUSE)
-                self._resting_until[job.name] = time.monotonic() + ERROR_PAUSE
-                # A broken connection is replaced on its next use; a healthy one is cheap to reopen.
-                connection.close()
-        # Liveness for /metrics: a worker that stops finishing rounds is stuck or gone.
-        metrics.worker_round_finished(time.time())
-        return handled
+    # --------------------------------------------------------------------------------------------
 
-    def _seconds_until_due(self) -> float:
-        """How long to sleep after a round that did nothing: until the earliest due time of the
-        jobs, at least MIN_WAIT, at most IDLE_WAIT."""
-        now = time.monotonic()
-        wait = IDLE_WAIT
-        wall_now = timezone.now()
-        for job in self.jobs:
-            resting = self._resting_until.get(job.name, 0.0)
-            if resting > now:
-                wait = min(wait, resting - now)
-                continue
-            try:
-                due: datetime | None = job.next_due()
-            except Exception:
-                logger.exception("job %s: next_due failed", job.name)
-                connection.close()
-                wait = min(wait, ERROR_PAUSE)
-                continue
-            if due is not None:
-                wait = min(wait, (due - wall_now).total_seconds())
-        return max(wait, MIN_WAIT)
-
-    def _sleep(self, seconds: float) -> None:
-        """Wait up to `seconds` for a notification on the channels, checking for stop meanwhile."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            slice_ = min(remaining, STOP_CHECK)
-            if self._listener is None:
-                time.sleep(slice_)
-                self._listen()
-                if self._listener is not None:
-                    return  # listening again: look for what was committed meanwhile
-                continue
-            try:
-                woken = False
-                # Run to its end (not broken out of): the generator holds the connection's lock.
-                for _ in self._listener.notifies(timeout=slice_, stop_after=1):
-                    woken = True
-                if woken:
-                    # Several commits may have notified; one round serves them all.
-                    for _ in self._listener.notifies(timeout=0):
-                        pass
-                    return
-            except psycopg.Error:
-                logger.warning("worker: the LISTEN connection failed; reconnecting", exc_info=True)
-                self._close_listener()
-
-    def _listen(self) -> None:
-        if not self.channels:
-            return
+    async def _listen(self, params: dict, listening: asyncio.Event) -> None:
+        channels = sorted({runner.channel for runner in self.runners})
+        by_channel: dict[str, list[OutboxRunner]] = {}
+        for runner in self.runners:
+            by_channel.setdefault(runner.channel, []).append(runner)
         try:
-            params = connection.get_connection_params()
-            listener = psycopg.connect(**params, autocommit=True)
-            for channel in self.channels:
-                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except psycopg.Error:
-            logger.warning("worker: cannot LISTEN yet; retrying", exc_info=True)
-            self._listener = None
-            return
-        self._listener = listener
+            while not self._stopping:
+                try:
+                    async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                        for channel in channels:
+                            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        if listening.is_set():
+                            for runner in self.runners:  # reconnected: look for what was committed meanwhile
+                                runner.wake()
+                        listening.set()
+                        async for notify in conn.notifies():
+                            for runner in by_channel.get(notify.channel, []):
+                                runner.wake()
+                except psycopg.Error:
+                    logger.warning("worker: the LISTEN connection failed; reconnecting", exc_info=True)
+                    listening.set()
+                    await self._pause(ERROR_PAUSE)
+        finally:
+            listening.set()  # a worker stopped before its first LISTEN must not wait for one
 
-    def _close_listener(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.close()
-            finally:
-                self._listener = None
+    async def _periodic(self, job: PeriodicJob) -> None:
+        # One thread per task, keeping its Django connection between runs.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=job.name) as thread:
+            while not self._stopping:
+                try:
+                    await self._loop.run_in_executor(thread, job.run)
+                except Exception:
+                    logger.exception("periodic task %s failed", job.name)
+                    await self._loop.run_in_executor(thread, _close_connection)
+                    await self._pause(ERROR_PAUSE)
+                    continue
+                await self._pause(job.every.total_seconds())
+            await self._loop.run_in_executor(thread, _close_connection)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            now = time.monotonic()
+            stuck = [
+                f"{runner.name} lane {n}"
+                for runner in self.runners
+                for n, last in enumerate(runner.last_turn)
+                if now - last > STUCK_AFTER
+            ]
+            if stuck:
+                logger.warning("worker: no turn for %.0f s in %s; not marking it alive", STUCK_AFTER, stuck)
+            else:
+                metrics.worker_round_finished(time.time())
+                heartbeat_beat("worker")
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if the worker is asked to stop."""
+        if self._stop_event is None or self._stop_event.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)

@@ -154,3 +154,22 @@ def test_every_requirement_is_pinned(name):
         assert re.match(r"^[A-Za-z0-9._-]+(\[[a-z0-9,_-]+\])?==[^=\s;]+(\s*;.*)?$", requirement), (
             f"{name}: {requirement!r} is not pinned with =="
         )
+
+
+def test_compose_healthchecks_check_the_database_and_the_worker_s_heartbeat(compose):
+    services = config(compose, SECRET_KEY="k" * 50)["services"]
+
+    # The web tier is healthy only while /api/v1/health/ answers 200, which needs the database.
+    assert services["web"]["healthcheck"]["test"] == ["CMD", "python", "-m", "iothub.liveness", "web"]
+    # The worker, which answers no HTTP, by the heartbeat its engine beats while its lanes turn.
+    assert services["worker"]["healthcheck"]["test"] == [
+        "CMD",
+        "python",
+        "-m",
+        "iothub.liveness",
+        "worker",
+        "--max-age",
+        "120",
+    ]
+    # Its grace period covers a batch in flight (each send at most its 15 s timeout).
+    assert services["worker"]["stop_grace_period"] == "30s"

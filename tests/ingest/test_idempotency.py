@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from iothub.ingest import writer as writer_module
 from iothub.ingest.models import IdempotencyKey
-from iothub.ingest.services import idempotency_keys_expire
+from iothub.ingest.services import IngestRequest, idempotency_keys_expire
+from iothub.ingest.writer import IngestWriter
 from iothub.telemetry.models import Telemetry
-from iothub.worker.jobs import worker_jobs
 
 URL = "/api/v1/telemetry/"
 
@@ -70,7 +71,7 @@ def test_a_refused_request_keeps_no_key(client, device_with_token):
 
 
 @pytest.mark.django_db
-def test_the_worker_expires_keys_past_their_keeping_time(client, device_with_token, settings):
+def test_keys_past_their_keeping_time_are_expired(client, device_with_token, settings):
     send(client, device_with_token, "old")
     send(client, device_with_token, "new")
     IdempotencyKey.objects.filter(key="old").update(
@@ -79,5 +80,20 @@ def test_the_worker_expires_keys_past_their_keeping_time(client, device_with_tok
 
     assert idempotency_keys_expire() == 1
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
-    job = {job.name: job for job in worker_jobs()}["idempotency_keys_expiry"]
-    assert job.task is idempotency_keys_expire
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_expires_keys_after_a_batch_once_the_hour_is_up(client, device_with_token, settings, monkeypatch):
+    send(client, device_with_token, "old")
+    IdempotencyKey.objects.update(
+        created_at=timezone.now() - timedelta(hours=settings.IOTHUB_INGEST_IDEMPOTENCY_HOURS, minutes=1)
+    )
+    monkeypatch.setattr(writer_module, "EXPIRE_KEYS_SECONDS", 0)
+    writer = IngestWriter(max_messages=10)
+    body = {"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"vibration": 1.0}}
+    try:
+        writer.submit(IngestRequest(data=body, received_at=timezone.now(), token=device_with_token.token)).result(10)
+    finally:
+        writer.stop()
+
+    assert not IdempotencyKey.objects.filter(key="old").exists()

@@ -83,8 +83,19 @@ def test_database_gauges_follow_events_and_the_delivery_queue(device):
         )
 
     delivery(recipient_type="email")  # due now
-    delivery(recipient_type="email", last_attempt_at=now - timedelta(minutes=1), attempt_count=1)
-    delivery(recipient_type="webhook", last_attempt_at=now - timedelta(minutes=15), attempt_count=1)
+    # Retries as the worker schedules them: last attempt + the template's 5 minutes.
+    delivery(
+        recipient_type="email",
+        last_attempt_at=now - timedelta(minutes=1),
+        attempt_count=1,
+        next_attempt_at=now + timedelta(minutes=4),
+    )
+    delivery(
+        recipient_type="webhook",
+        last_attempt_at=now - timedelta(minutes=15),
+        attempt_count=1,
+        next_attempt_at=now - timedelta(minutes=10),
+    )
     delivery(recipient_type="sms", status="failed", attempt_count=4)
     delivery(recipient_type="sms", status="sent")
 

@@ -10,13 +10,14 @@ from django.utils import timezone
 
 from iothub.events.models import Event
 from iothub.events.services import event_raise
-from iothub.notifications.delivery import deliveries_next_due_at, deliveries_send_due
+from iothub.notifications.delivery import DeliveryOutbox
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.services import notification_deliveries_enqueue, notification_template_create
 from iothub.rules.models import Rule
 from iothub.telemetry.models import Telemetry
 from iothub.telemetry.services import StoredReading
 from tests.notifications.servers import SmsGateway, SmtpServer, WebhookReceiver
+from tests.worker.drive import running_worker
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"tests-only-webhook-signing-key!!").decode()
 
@@ -105,17 +106,17 @@ def event_factory(device):
     return make
 
 
-def deliver_until_settled(*, timeout: float = 15.0, concurrency: int = 1, on_pass=None) -> None:
-    """What the worker does, in the test's process: send what is due, sleep until the next due
-    time, until nothing is pending."""
+def deliver_until_settled(*, timeout: float = 15.0, on_pass=None) -> None:
+    """Run the worker (its loop, on a thread) until no delivery is pending, calling `on_pass`
+    every few milliseconds meanwhile."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        deliveries_send_due(concurrency=concurrency)
-        if on_pass:
-            on_pass()
-        if not NotificationDelivery.objects.filter(status=DeliveryStatus.PENDING).exists():
-            return
-        due = deliveries_next_due_at()
-        if due is not None:
-            time.sleep(min(max((due - timezone.now()).total_seconds(), 0.01), 0.5))
+    with running_worker([DeliveryOutbox()]):
+        while time.monotonic() < deadline:
+            # Settled first, then `on_pass`: its last call sees the final state.
+            settled = not NotificationDelivery.objects.filter(status=DeliveryStatus.PENDING).exists()
+            if on_pass:
+                on_pass()
+            if settled:
+                return
+            time.sleep(0.01)
     raise AssertionError("deliveries still pending after the timeout")

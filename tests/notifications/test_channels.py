@@ -1,4 +1,5 @@
-"""Each channel against a real server on loopback: what arrives, and how failures are recorded."""
+"""Each channel against a real server on loopback: what arrives, and how failures are recorded.
+The worker's engine sends (on connections of its own): the tests commit."""
 
 import socket
 
@@ -6,10 +7,13 @@ import pytest
 from standardwebhooks import Webhook
 
 from iothub.events.models import Event
-from iothub.notifications.delivery import deliveries_send_due, idempotency_key
+from iothub.notifications.delivery import DeliveryOutbox, idempotency_key
 from iothub.notifications.models import NotificationDelivery
 from tests.notifications.conftest import WEBHOOK_SECRET
 from tests.notifications.servers import WebhookReceiver
+from tests.worker.drive import send_due
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _only_delivery() -> NotificationDelivery:
@@ -28,7 +32,7 @@ def test_email_arrives_rendered_at_the_smtp_server(smtp_server, template_factory
         recipients=[{"type": "email", "address": "ops@plant.example", "name": "Operations"}],
     )
     event_factory(template)
-    assert deliveries_send_due(concurrency=1) == 1
+    assert send_due(DeliveryOutbox()) == 1
 
     (envelope_from, envelope_to, message) = smtp_server.inbox[0]
     assert envelope_to == ["ops@plant.example"]
@@ -52,7 +56,7 @@ def test_email_to_an_unreachable_server_keeps_the_error(settings, template_facto
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
     template = template_factory(recipients=[{"type": "email", "address": "ops@plant.example"}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     delivery = _only_delivery()
     assert (delivery.status, delivery.attempt_count, delivery.sent_at) == ("pending", 1, None)
     assert "Connection refused" in delivery.error_message or "ConnectionRefused" in delivery.error_message
@@ -68,7 +72,7 @@ def test_sms_arrives_at_the_gateway_in_twilios_shape(sms_gateway, template_facto
         message_template="{device_name}: {metric} {value}", recipients=[{"type": "sms", "phone": "+380501234567"}]
     )
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     assert sms_gateway.received == [
         {
             "content_type": "application/x-www-form-urlencoded",
@@ -84,7 +88,7 @@ def test_sms_refused_by_the_gateway_keeps_its_error(settings, sms_gateway, templ
     settings.IOTHUB_SMS_AUTH_TOKEN = "wrong"
     template = template_factory(recipients=[{"type": "sms", "phone": "+380501234567"}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     delivery = _only_delivery()
     assert delivery.status == "pending"
     assert delivery.error_message == "SMS gateway answered 401: 20003 Authenticate"
@@ -94,7 +98,7 @@ def test_sms_without_configuration_fails_at_once(settings, template_factory, eve
     settings.IOTHUB_SMS_ACCOUNT_SID = ""
     template = template_factory(recipients=[{"type": "sms", "phone": "+380501234567"}], retry_count=3)
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     delivery = _only_delivery()
     assert (delivery.status, delivery.attempt_count) == ("failed", 1)
     assert "IOTHUB_SMS_ACCOUNT_SID" in delivery.error_message
@@ -111,7 +115,7 @@ def test_webhook_is_signed_the_standard_webhooks_way(webhook_receiver, template_
         recipients=[{"type": "webhook", "url": webhook_receiver.url()}],
     )
     event = event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
 
     (received,) = webhook_receiver.received
     assert received.verified, received.error
@@ -143,7 +147,7 @@ def test_consecutive_webhooks_reuse_one_connection(webhook_receiver, template_fa
         recipients=[{"type": "webhook", "url": webhook_receiver.url(f"/{n}")} for n in range(5)]
     )
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox(), size=1)  # one at a time: each may reuse the one before's connection
     assert len(webhook_receiver.received) == 5
     assert webhook_receiver.server.connections_accepted == 1
 
@@ -152,7 +156,7 @@ def test_a_wrong_secret_does_not_verify(webhook_receiver, settings, template_fac
     settings.IOTHUB_WEBHOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url()}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     assert not webhook_receiver.received[0].verified
     assert _only_delivery().error_message.startswith("receiver answered 401")
 
@@ -161,7 +165,7 @@ def test_webhook_without_a_secret_is_never_sent_unsigned(webhook_receiver, setti
     settings.IOTHUB_WEBHOOK_SECRET = ""
     template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url()}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     delivery = _only_delivery()
     assert (delivery.status, delivery.attempt_count) == ("failed", 1)
     assert "IOTHUB_WEBHOOK_SECRET" in delivery.error_message
@@ -174,7 +178,7 @@ def test_a_redirect_is_a_failure_and_is_not_followed(webhook_receiver, settings,
         webhook_receiver.script.append((307, {"location": target.url()}))
         template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url()}])
         event_factory(template)
-        deliveries_send_due(concurrency=1)
+        send_due(DeliveryOutbox())
         delivery = _only_delivery()
         assert delivery.status == "pending"
         assert "answered 307" in delivery.error_message and "not followed" in delivery.error_message
@@ -188,7 +192,7 @@ def test_an_error_answer_is_kept_with_an_excerpt(webhook_receiver, template_fact
     webhook_receiver.script.append(503)
     template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url()}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     assert _only_delivery().error_message == "receiver answered 503: nope"
 
 
@@ -197,7 +201,7 @@ def test_a_slow_receiver_times_out(webhook_receiver, settings, template_factory,
     webhook_receiver.delay = 2.5
     template = template_factory(recipients=[{"type": "webhook", "url": webhook_receiver.url("/slow")}])
     event_factory(template)
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     assert _only_delivery().error_message == "receiver did not answer within 1 s"
 
 
@@ -211,7 +215,7 @@ def test_private_addresses_are_refused_where_the_connection_is_made(
     template = template_factory(recipients=[{"type": "webhook", "url": url}], retry_count=3)
     event_factory(template)
     settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE = False
-    deliveries_send_due(concurrency=1)
+    send_due(DeliveryOutbox())
     delivery = _only_delivery()
     assert (delivery.status, delivery.attempt_count) == ("failed", 1)
     assert "private, loopback or link-local" in delivery.error_message

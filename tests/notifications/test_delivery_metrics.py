@@ -8,8 +8,9 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from iothub.monitoring.logformat import HubJsonFormatter
-from iothub.notifications.delivery import delivery_send_next
+from iothub.notifications.delivery import DeliveryOutbox
 from tests.notifications.conftest import deliver_until_settled
+from tests.worker.drive import send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +36,7 @@ def test_a_sent_delivery_is_counted_and_logged_with_its_ids(webhook_receiver, te
     assert before[("iothub_notification_queue_depth", (("channel", "webhook"),))] == 1
 
     with caplog.at_level("INFO", logger="iothub.notifications.delivery"):
-        assert delivery_send_next() is True
+        assert send_due(DeliveryOutbox(), batches=1) == 1
 
     after = samples()
     assert delivered(before, after, "webhook", "sent") == 1

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from iothub.events.models import Event
-from iothub.notifications.delivery import deliveries_send_due
+from iothub.notifications.delivery import DeliveryOutbox
 from iothub.notifications.models import NotificationDelivery
 from iothub.rules.models import Rule
+from tests.worker.drive import send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +43,7 @@ def test_a_reading_over_the_threshold_reaches_email_and_webhook_and_completes_th
     event_id = event_summary["id"]
     assert NotificationDelivery.objects.filter(event_id=event_id, status="pending").count() == 2
 
-    assert deliveries_send_due(concurrency=2) == 2
+    assert send_due(DeliveryOutbox()) == 2
 
     expected = (
         "critical: Vibration too high on Press 3 (Workshop A): vibration 31.5 mm_s > 25\n"

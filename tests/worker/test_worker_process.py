@@ -105,7 +105,7 @@ def test_sigterm_finishes_the_call_in_flight_then_exits(start_worker, machine_ap
 
     worker.signal(signal.SIGTERM)
 
-    assert worker.wait(timeout=15) == 0
+    assert worker.wait(timeout=15) == 0, worker.log()
     command.refresh_from_db()
     assert (command.status, command.attempt_count) == ("completed", 1)
     assert len(machine_api.calls) == 1

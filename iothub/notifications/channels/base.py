@@ -1,7 +1,11 @@
 """The one interface every channel implements: `send(message)` returns when the message is
-accepted, and raises `DeliveryError` (with a message worth keeping in `error_message`) when not."""
+accepted, and raises `DeliveryError` (with a message worth keeping in `error_message`) when not.
+A channel's `send` is a plain function (run on a thread by the worker) or a coroutine function
+(awaited on the worker's event loop: webhooks)."""
 
 from dataclasses import dataclass, field
+
+from iothub.outbox import SendFailed
 
 
 @dataclass(frozen=True)
@@ -19,10 +23,6 @@ class OutgoingMessage:
     payload: dict = field(default_factory=dict)
 
 
-class DeliveryError(Exception):
+class DeliveryError(SendFailed):
     """The message was not accepted. `permanent` failures (a refused address, a channel that is not
     configured) are not retried: trying again cannot change the answer."""
-
-    def __init__(self, message: str, *, permanent: bool = False):
-        super().__init__(message)
-        self.permanent = permanent

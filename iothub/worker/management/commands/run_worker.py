@@ -1,7 +1,7 @@
 """`python manage.py run_worker`: the hub's worker process (see `iothub/worker/loop.py`).
 
 Run one or more, on any hosts; they share the work through PostgreSQL. SIGTERM or SIGINT lets the
-item in flight finish, then exits 0.
+batches in flight finish and be recorded, then exits 0.
 """
 
 import logging
@@ -9,7 +9,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from iothub.worker.jobs import worker_jobs
+from iothub.worker.jobs import periodic_jobs, worker_outboxes
 from iothub.worker.loop import Worker
 
 logger = logging.getLogger("iothub.worker")
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        worker = Worker(worker_jobs())
+        worker = Worker(outboxes=worker_outboxes(), periodic=periodic_jobs())
 
         def on_signal(signum, _frame):
             logger.info("%s received: finishing the work in flight, then exiting", signal.Signals(signum).name)

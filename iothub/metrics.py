@@ -1,13 +1,15 @@
 """The hub's Prometheus counters and histograms, and the calls that move them.
 
-This module imports nothing of the hub, so that every layer (ingest, the worker, the faces) may
-count. Every call here is an in-memory increment (in multiprocess mode, a write to a memory-mapped
-file): microseconds, never a query, so the ingest path stays as fast as it was.
+It sits on the ground floor, beside `db.py`, and imports nothing of the hub, so that every layer
+may count: the domain apps (deliveries, machine calls), the flows (ingest, the worker) and the faces
+(HTTP requests); the monitoring face only exposes them at `/metrics`. Every call here is an
+in-memory increment (in multiprocess mode, a write to a memory-mapped file): microseconds, never a
+query, so the ingest path stays as fast as it was.
 
 Under gunicorn each worker process counts on its own; with `PROMETHEUS_MULTIPROC_DIR` set (as
 gunicorn.conf.py does) every process writes its values to files there and `/metrics` adds them up,
 whichever process answers the scrape. State that lives in the database (queue depth, devices by
-status, open events) is not counted here but read at scrape time (`collectors.py`).
+status, open events) is not counted here but read at scrape time (`monitoring/collectors.py`).
 """
 
 from collections.abc import Iterable
@@ -90,7 +92,7 @@ def rules_evaluated(count: int) -> None:
 
 def events_raised(severities: Iterable[str]) -> None:
     for severity in severities:
-        EVENTS_RAISED.labels(severity=severity).inc()
+        _child(EVENTS_RAISED, severity=severity).inc()
 
 
 def delivery_attempted(*, channel: str, outcome: str) -> None:

@@ -1,5 +1,8 @@
 """`python manage.py load_demo`: the spec's example device type and device, idempotently; with
-`--alerts`, the demo's alerting too (a template and a rule, iothub.notifications.demo)."""
+`--alerts`, the demo's alerting too (a template and a rule, iothub.notifications.demo).
+
+It lives in the notifications app, not in devices, because it composes both: notifications sit
+above devices (imports point down), so this is the lowest app that may call both demos."""
 
 from django.core.management.base import BaseCommand
 
