@@ -138,8 +138,9 @@ def device_update(*, device: Device, data: Mapping[str, Any]) -> Device:
 @transaction.atomic
 def device_delete(*, device: Device) -> None:
     """Delete a device with everything recorded about it: its telemetry, its rules, their events
-    and those events' notification deliveries."""
+    and those events' notification deliveries; its MQTT access ends with it."""
     device.delete()
+    broker_credentials_changed()
 
 
 @transaction.atomic

@@ -222,6 +222,12 @@ class MqttConsumer:
         except Exception as error:  # the writer logged it; the batch wrote nothing
             outcome = Failed(str(error))
         if isinstance(outcome, Accepted):
+            if outcome.replayed:
+                logger.info(
+                    "mqtt: message %d from %s was stored before its acknowledgement was lost: acknowledged again",
+                    flight.message.mid,
+                    flight.serial_number,
+                )
             metrics.mqtt_message_finished(
                 outcome="duplicate" if outcome.replayed else "stored",
                 readings=len(outcome.readings),
