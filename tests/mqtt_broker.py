@@ -125,6 +125,19 @@ class ConsumerProcess(WorkerProcess):
         self.wait_for("subscribed to $share/")
         return self
 
+    def retire(self, timeout: float = 60) -> None:
+        """`run_ingest --retire` under this client id, to its end."""
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_ingest", "--retire"],
+            cwd=Path(__file__).resolve().parents[1],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.process.wait(timeout) == 0, "\n".join(self.lines)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no acknowledgement sent after this instant."""
         self.process.kill()

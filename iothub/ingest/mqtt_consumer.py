@@ -104,6 +104,7 @@ class MqttConsumer:
         share_group: str,
         receive_maximum: int,
         ca_file: str = "",
+        retire: bool = False,
     ):
         self.writer = writer
         self.client_id = client_id
@@ -111,6 +112,8 @@ class MqttConsumer:
         self.port = port
         self.subscription = shared_subscription(share_group)
         self.receive_maximum = receive_maximum
+        self.retire = retire
+        self.last_message = time.monotonic()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
@@ -121,6 +124,7 @@ class MqttConsumer:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._closing = threading.Event()
@@ -141,9 +145,15 @@ class MqttConsumer:
         self.client.connect_async(self.host, self.port, clean_start=False, properties=properties)
         self.client.loop_start()
 
+    def idle(self, seconds: float) -> bool:
+        """Whether no message arrived for `seconds` and none is waiting for its outcome."""
+        with self._lock:
+            return not self._flights and time.monotonic() - self.last_message >= seconds
+
     def stop(self, timeout: float = 30.0) -> None:
         """Take no more messages, let those in the writer finish (and be acknowledged), then
-        disconnect, keeping the session: what was not acknowledged is delivered again next time."""
+        disconnect, keeping the session: what was not acknowledged is delivered again next time
+        (retiring: ending the session, which holds nothing more)."""
         self._closing.set()
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -153,7 +163,12 @@ class MqttConsumer:
             left = len(self._flights)
         if left:
             logger.info("mqtt: %d messages left unacknowledged; the broker delivers them again", left)
-        self.client.disconnect()
+        properties = None
+        if self.retire and not left:
+            properties = Properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = 0
+            logger.info("mqtt: consumer %s retired: its session ends", self.client_id)
+        self.client.disconnect(properties=properties)
         self.client.loop_stop()
 
     def _in_writer(self) -> bool:
@@ -173,6 +188,10 @@ class MqttConsumer:
             self.port,
             "resumed" if flags.session_present else "new",
         )
+        if self.retire:
+            # No new messages for this session; those it holds still come, and are stored.
+            client.unsubscribe(self.subscription)
+            return
         # Again on every connection: harmless on a resumed session, needed on a new one.
         client.subscribe(self.subscription, options=SubscribeOptions(qos=1))
 
@@ -181,6 +200,10 @@ class MqttConsumer:
             logger.error("mqtt: subscribing to %s was refused: %s", self.subscription, reason_codes)
             return
         logger.info("mqtt: subscribed to %s", self.subscription)
+        self.connected.set()
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        logger.info("mqtt: unsubscribed from %s to retire; storing what the session holds", self.subscription)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -192,6 +215,7 @@ class MqttConsumer:
         if self._closing.is_set():
             return  # not acknowledged: the broker delivers it again to this session
         fingerprint = hashlib.sha256(message.payload).hexdigest()
+        self.last_message = time.monotonic()
         with self._lock:
             earlier = self._flights.get(message.mid)
             if earlier is not None and earlier.request.mqtt.fingerprint == fingerprint:

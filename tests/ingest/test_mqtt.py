@@ -244,6 +244,26 @@ def test_two_consumers_share_the_messages_and_one_killed_the_other_carries_on(br
     device.close()
 
 
+def test_a_retired_consumer_stores_what_its_session_held_and_gets_no_more(broker, device_with_token):
+    device = connected(broker, device_with_token)
+    one = broker.consumer("consumer-1").start()
+    two = broker.consumer("consumer-2").start()
+    one.kill()
+    for number in range(40):
+        device.publish(telemetry("VIB-SN-001", seq=number))
+    wait_until(lambda: Telemetry.objects.count() >= 10)  # consumer-2's share; consumer-1's waits
+
+    broker.consumer("consumer-1").retire()
+
+    assert Telemetry.objects.count() == 40
+    for number in range(40, 60):
+        device.publish(telemetry("VIB-SN-001", seq=number))
+    wait_until(lambda: Telemetry.objects.count() == 60)  # all of them by consumer-2: none waits
+    two.stop()
+    assert sorted(r.payload["metrics"]["seq"] for r in stored(device_with_token.device)) == list(range(60))
+    device.close()
+
+
 def test_a_reading_over_the_threshold_raises_its_event_and_the_webhook_arrives(
     broker, consumer, device_with_token, webhook_receiver, template_factory
 ):

@@ -6,11 +6,17 @@ one start to the next: the broker keeps the consumer's session, and what it hold
 that id). Where IOTHUB_MQTT_BROKER_DIR is set it also keeps the broker's password file current: at
 start and every IOTHUB_MQTT_RESYNC_SECONDS. SIGTERM or SIGINT lets the messages in the writer be
 stored and acknowledged, then exits 0.
+
+`--ready-file PATH`: the file exists while the consumer is subscribed (for `./scripts/run` and
+health checks). `--retire`: retire this client id for good: unsubscribe from the shared
+subscription (the broker stops giving this session new messages), store what the session still
+holds, end the session, exit.
 """
 
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -28,6 +34,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--client-id", default="", help="MQTT client id (default: IOTHUB_MQTT_CLIENT_ID).")
+        parser.add_argument("--ready-file", default="", help="A file that exists while the consumer is subscribed.")
+        parser.add_argument(
+            "--retire",
+            action="store_true",
+            help="Unsubscribe this client id, store what its session holds, end the session and exit.",
+        )
 
     def handle(self, *args, **options):
         if not settings.IOTHUB_MQTT_PASSWORD:
@@ -53,14 +65,47 @@ class Command(BaseCommand):
             share_group=settings.IOTHUB_MQTT_SHARE_GROUP,
             receive_maximum=settings.IOTHUB_MQTT_RECEIVE_MAXIMUM,
             ca_file=settings.IOTHUB_MQTT_CA_FILE,
+            retire=options["retire"],
         )
+        ready = Path(options["ready_file"]) if options["ready_file"] else None
+        if ready is not None:
+            ready.unlink(missing_ok=True)
         logger.info("mqtt: consumer %s starting, broker %s:%d", consumer.client_id, consumer.host, consumer.port)
         consumer.start()
-        while not stop.wait(settings.IOTHUB_MQTT_RESYNC_SECONDS):
-            self._resync()
-        consumer.stop()
-        writer.stop()
+        try:
+            if options["retire"]:
+                self._drain(consumer, stop)
+            else:
+                self._serve(consumer, stop, ready)
+        finally:
+            if ready is not None:
+                ready.unlink(missing_ok=True)
+            consumer.stop()
+            writer.stop()
         logger.info("mqtt: consumer %s stopped", consumer.client_id)
+
+    def _serve(self, consumer: MqttConsumer, stop: threading.Event, ready: Path | None) -> None:
+        resync_due = settings.IOTHUB_MQTT_RESYNC_SECONDS
+        waited = 0.0
+        while not stop.wait(0.5):
+            if ready is not None and consumer.connected.is_set() != ready.exists():
+                if consumer.connected.is_set():
+                    ready.touch()
+                else:
+                    ready.unlink(missing_ok=True)
+            waited += 0.5
+            if waited >= resync_due:
+                waited = 0.0
+                self._resync()
+
+    @staticmethod
+    def _drain(consumer: MqttConsumer, stop: threading.Event) -> None:
+        """Until the session has given what it held: nothing for a few seconds once unsubscribed."""
+        while not consumer.connected.wait(0.5):
+            if stop.is_set():
+                return
+        while not stop.wait(0.5) and not consumer.idle(3.0):
+            pass
 
     @staticmethod
     def _resync() -> None:
