@@ -112,6 +112,10 @@ def broker_credentials_sync(*, directory: str | None = None, pid_file: str | Non
     folder = directory if directory is not None else settings.IOTHUB_MQTT_BROKER_DIR
     if not folder:
         return False
+    if not settings.IOTHUB_MQTT_PASSWORD:
+        # Written without it, the file would lock the consumers out at the next reload.
+        logger.error("mqtt: IOTHUB_MQTT_BROKER_DIR is set but IOTHUB_MQTT_PASSWORD is not: password file left alone")
+        return False
     path = Path(folder) / PASSWORD_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / _LOCK_FILE, "a") as lock:
