@@ -22,8 +22,10 @@ shared cores, everything here competes with PostgreSQL.
 """
 
 import argparse
+import contextlib
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import statistics
@@ -236,10 +238,13 @@ def main() -> None:
         seqs = [next(seq) for _ in range(int(args.rate * args.seconds))]
         visible = Visible(database_url)
         process = publish(port, devices, seqs, rate=args.rate)
-        while process.is_alive():
+        results = None
+        while results is None:  # the generator's results come at its end: read them while polling
             visible.poll()
-            time.sleep(0.002)
-        results = results_of(process)
+            with contextlib.suppress(queue.Empty):
+                results = process.queue.get(timeout=0.002)
+        process.join()
+        ACKNOWLEDGED.update(results.acked)
         visible.wait_for(len(seqs), interval=0.002, timeout=30)
         latencies = [
             (results.sent_at[s], (visible.seen[s] - results.sent_at[s]) * 1000) for s in seqs if s in visible.seen
