@@ -158,7 +158,7 @@ def test_compose_refuses_to_start_without_an_mqtt_password(compose):
 
 
 def test_compose_refuses_to_start_without_a_secret_key(compose):
-    result = compose("config", "--quiet")
+    result = compose("config", "--quiet", MQTT_PASSWORD="m" * 20)
 
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
