@@ -116,12 +116,14 @@ class RunningHub:
 
 def hub_env(tmp_path: Path, *, database_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "IOTHUB_ADMIN_PASSWORD", "DEBUG"}}
+    # The hub's own MQTT broker, on ports of its own (the machine may run a broker on 1883), away
+    # from the ports a test picks next to the hub's.
+    mqtt_port = free_port(port + 300)
     env.update(
         DATABASE_URL=database_url,
         IOTHUB_PORT=str(port),
-        # The hub's own MQTT broker, on ports of its own (the machine may run a broker on 1883).
-        IOTHUB_MQTT_PORT=str(free_port(port + 1)),
-        IOTHUB_MQTT_TLS_PORT=str(free_port(port + 2)),
+        IOTHUB_MQTT_PORT=str(mqtt_port),
+        IOTHUB_MQTT_TLS_PORT=str(free_port(mqtt_port + 1)),
         IOTHUB_VAR_DIR=str(tmp_path / "var"),
         IOTHUB_VENV=sys.prefix,
         IOTHUB_WORKERS="1",
