@@ -1,6 +1,7 @@
 # The hub's production image: gunicorn serving Django, static files collected at build time and
-# served by WhiteNoise, running as an unprivileged user. docker-compose.yml runs it three ways:
-# `migrate` (once), `web` (gunicorn) and `worker` (manage.py run_worker). See docs/deployment.md.
+# served by WhiteNoise, running as an unprivileged user. docker-compose.yml runs it four ways:
+# `migrate` (once), `web` (gunicorn), `worker` (manage.py run_worker) and `ingest` (manage.py
+# run_ingest). See docs/deployment.md.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,6 +28,8 @@ RUN SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --
 # Prometheus multiprocess counters (docs/monitoring.md): a folder the hub's user owns, which the
 # compose file's `metrics` volume, shared by `web` and `worker`, takes its ownership from.
 RUN mkdir -p /var/lib/iothub/metrics && chown iothub:iothub /var/lib/iothub/metrics
+# The MQTT broker's configuration (docs/mqtt.md), written by the hub, read by the `mqtt` service.
+RUN mkdir -p /var/lib/iothub/mqtt && chown iothub:iothub /var/lib/iothub/mqtt
 
 USER iothub
 EXPOSE 8000

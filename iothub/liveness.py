@@ -3,14 +3,15 @@ no Django start-up, no database connection of their own):
 
     python -m iothub.liveness web                      # the web tier
     python -m iothub.liveness worker [--max-age 120]   # a process that answers no HTTP
+    python -m iothub.liveness ingest [--max-age 120]   # the MQTT ingest consumer, likewise
 
 `web` asks the local gunicorn for `/api/v1/health/` and exits 0 on 200 only: 503 (the database
 does not answer), any other status, or no answer exits 1. The request's Host is the first of
 ALLOWED_HOSTS, so that Django answers it whatever the deployment's host names are.
 
-A process that answers no HTTP (the worker; the ingest consumer when it comes) beats a heartbeat
-file while healthy; `worker` exits 0 when that heartbeat is younger than `--max-age` seconds, 1
-(saying why) when it is older or missing.
+A process that answers no HTTP (the worker; the ingest consumer while it is connected to the
+broker) beats a heartbeat file while healthy; `worker` or `ingest` exits 0 when that heartbeat is
+younger than `--max-age` seconds, 1 (saying why) when it is older or missing.
 
 The file is `iothub-<name>.heartbeat` in IOTHUB_HEARTBEAT_DIR (default: the system's temporary
 folder). In a container it is that container's own; processes of one name sharing a folder on one
@@ -74,7 +75,7 @@ def web_health(*, port: int | None = None, timeout: float = 5.0) -> tuple[bool, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iothub.liveness", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", help="web, or a process that beats a heartbeat: worker")
+    parser.add_argument("name", help="web, or a process that beats a heartbeat: worker, ingest")
     parser.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE, help="seconds (default 120)")
     args = parser.parse_args(argv)
     if args.name == "web":

@@ -109,3 +109,47 @@ def worker_round_finished(timestamp: float) -> None:
 
 def http_request_answered(*, view: str, method: str, status: int) -> None:
     _child(HTTP_REQUESTS, view=view, method=method, status=str(status)).inc()
+
+
+# --- MQTT ingest: the consumer (`manage.py run_ingest`, docs/mqtt.md) -----------------------------
+
+MQTT_OUTCOMES = ("stored", "duplicate", "refused", "unknown_device", "failed")
+MQTT_MESSAGES = Counter(
+    "iothub_mqtt_messages",
+    "MQTT telemetry messages the ingest consumer acknowledged, by outcome: stored; duplicate (a redelivery "
+    "of a message already stored, not stored again); refused (answered on the device's errors topic); "
+    "unknown_device (its device was deleted meanwhile); failed (refused by the database after retries).",
+    ["outcome"],
+)
+MQTT_REFUSED = Counter(
+    "iothub_mqtt_messages_refused", "MQTT messages refused, by the HTTP status of the same refusal.", ["status"]
+)
+MQTT_READINGS_ACCEPTED = Counter("iothub_mqtt_readings_accepted", "Readings stored from MQTT messages.")
+MQTT_RETRIES = Counter(
+    "iothub_mqtt_retries",
+    "MQTT messages handed to the writer again, unacknowledged, because the database was unavailable or failed.",
+)
+MQTT_COMMIT_DURATION = Histogram(
+    "iothub_mqtt_commit_duration_seconds",
+    "Time from a message's arrival at the consumer to the commit of its readings.",
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+for _outcome in MQTT_OUTCOMES:
+    MQTT_MESSAGES.labels(outcome=_outcome)
+
+
+def mqtt_message_finished(
+    *, outcome: str, readings: int = 0, seconds: float | None = None, status: int | None = None
+) -> None:
+    """One MQTT message acknowledged with this outcome (`readings` stored, after `seconds`)."""
+    _child(MQTT_MESSAGES, outcome=outcome).inc()
+    if readings:
+        MQTT_READINGS_ACCEPTED.inc(readings)
+    if seconds is not None and outcome == "stored":
+        MQTT_COMMIT_DURATION.observe(seconds)
+    if status is not None:
+        _child(MQTT_REFUSED, status=str(status)).inc()
+
+
+def mqtt_message_retried() -> None:
+    MQTT_RETRIES.inc()

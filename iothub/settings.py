@@ -280,6 +280,50 @@ IOTHUB_INGEST_BATCH_WAIT_MS = env_int("IOTHUB_INGEST_BATCH_WAIT_MS", 0, minimum=
 IOTHUB_PUBLIC_URL = env_str("IOTHUB_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 
 # ------------------------------------------------------------------------------------------------
+# MQTT ingest (docs/mqtt.md): the consumer `manage.py run_ingest`, and the broker configuration the
+# hub keeps (`manage.py mqtt_broker_config`): Mosquitto's password file, ACL file and config.
+# ------------------------------------------------------------------------------------------------
+# Where the consumer (and the simulator) reach the broker.
+IOTHUB_MQTT_HOST = env_str("IOTHUB_MQTT_HOST", "127.0.0.1")
+IOTHUB_MQTT_PORT = env_int("IOTHUB_MQTT_PORT", 1883, minimum=1)
+# The consumer's own broker account, in the password file beside the devices'.
+IOTHUB_MQTT_USERNAME = env_str("IOTHUB_MQTT_USERNAME", "iothub-ingest")
+IOTHUB_MQTT_PASSWORD = env_str("IOTHUB_MQTT_PASSWORD", "")
+# A CA certificate file: the consumer then connects with TLS and checks the broker's certificate.
+IOTHUB_MQTT_CA_FILE = env_str("IOTHUB_MQTT_CA_FILE", "")
+# The consumer's MQTT client id: its persistent session at the broker, so it must stay the same
+# from one start to the next and differ between consumers. Empty: iothub-ingest-<host name>.
+IOTHUB_MQTT_CLIENT_ID = env_str("IOTHUB_MQTT_CLIENT_ID", "")
+# Consumers of one group share the devices' messages ($share/<group>/devices/+/telemetry).
+IOTHUB_MQTT_SHARE_GROUP = env_str("IOTHUB_MQTT_SHARE_GROUP", "iothub")
+# Messages the broker may have in flight to one consumer, unacknowledged (MQTT 5 Receive Maximum):
+# enough to cover a commit at full rate. At most 10,000 (the redelivery record relies on it).
+IOTHUB_MQTT_RECEIVE_MAXIMUM = env_int("IOTHUB_MQTT_RECEIVE_MAXIMUM", 2000, minimum=1)
+if IOTHUB_MQTT_RECEIVE_MAXIMUM > 10_000:
+    raise ImproperlyConfigured(f"IOTHUB_MQTT_RECEIVE_MAXIMUM must be at most 10000, not {IOTHUB_MQTT_RECEIVE_MAXIMUM}")
+# The folder of the hub's broker configuration. Set where this process can write it (beside the
+# broker): every device change then rewrites the password file there, and run_ingest checks it
+# every IOTHUB_MQTT_RESYNC_SECONDS. Empty: this process leaves the broker's files alone.
+IOTHUB_MQTT_BROKER_DIR = env_str("IOTHUB_MQTT_BROKER_DIR", "")
+# The broker's pid file: it is sent SIGHUP (reload) when the password file changed. Empty: the
+# broker reloads by other means (docker-compose.yml's `mqtt` service watches the file).
+IOTHUB_MQTT_BROKER_PID_FILE = env_str("IOTHUB_MQTT_BROKER_PID_FILE", "")
+IOTHUB_MQTT_RESYNC_SECONDS = env_int("IOTHUB_MQTT_RESYNC_SECONDS", 30, minimum=1)
+# What `mqtt_broker_config` writes: the plain listener (loopback by default), the TLS listener
+# (when a certificate and key are given), where the broker keeps its sessions.
+IOTHUB_MQTT_BROKER_BIND = env_str("IOTHUB_MQTT_BROKER_BIND", "127.0.0.1")
+IOTHUB_MQTT_TLS_PORT = env_int("IOTHUB_MQTT_TLS_PORT", 8883, minimum=1)
+IOTHUB_MQTT_TLS_BIND = env_str("IOTHUB_MQTT_TLS_BIND", "")
+IOTHUB_MQTT_TLS_CERTFILE = env_str("IOTHUB_MQTT_TLS_CERTFILE", "")
+IOTHUB_MQTT_TLS_KEYFILE = env_str("IOTHUB_MQTT_TLS_KEYFILE", "")
+IOTHUB_MQTT_BROKER_DATA_DIR = env_str("IOTHUB_MQTT_BROKER_DATA_DIR", "")
+# The user the broker runs as when started as root (Mosquitto's `user`): by default the one that
+# writes its files; docker-compose.yml's broker container has its own `mosquitto` user.
+IOTHUB_MQTT_BROKER_USER = env_str("IOTHUB_MQTT_BROKER_USER", "")
+# Seconds between the broker's saves of its in-memory state (queued messages, sessions) to disk.
+IOTHUB_MQTT_BROKER_AUTOSAVE_SECONDS = env_int("IOTHUB_MQTT_BROKER_AUTOSAVE_SECONDS", 5, minimum=1)
+
+# ------------------------------------------------------------------------------------------------
 # Serving (gunicorn.conf.py, iothub/asgi.py; docs/deployment.md)
 # ------------------------------------------------------------------------------------------------
 # Threads per process that run Django's requests (the ingest door needs none).

@@ -11,12 +11,20 @@ runlib.py timescale-status URL         one line: what TimescaleDB gives this dat
 runlib.py wait-http URL SECONDS PID    exit 0 once URL answers HTTP; 1 if PID dies or time runs out
 runlib.py display-url URL              URL with its password hidden
 runlib.py new-secret-key               a fresh random SECRET_KEY
+runlib.py free-port HOST PORT          the first port from PORT on where nothing listens
+runlib.py wait-tcp HOST PORT SECONDS PID  exit 0 once HOST:PORT accepts; 1 if PID dies or time runs out
+runlib.py wait-file PATH SECONDS PID   exit 0 once PATH exists; 1 if PID dies or time runs out
+runlib.py mqtt-tls DIR                 a local CA and a certificate for 127.0.0.1/localhost in DIR
+                                       (made once, with openssl); prints "CERT<TAB>KEY<TAB>CA";
+                                       exit 3 when openssl is missing
 """
 
 import errno
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -204,6 +212,80 @@ def wait_http(url: str, seconds: str, pid: str) -> int:
     return fail(f"{url} did not answer within {seconds} s")
 
 
+def _listening(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str, start: str) -> int:
+    for port in range(int(start), min(int(start) + 200, 65536)):
+        if not _listening(host, port):
+            print(port)
+            return 0
+    return fail(f"no free port on {host} from {start} on")
+
+
+def wait_tcp(host: str, port: str, seconds: str, pid: str) -> int:
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return fail(f"the process listening on {host}:{port} stopped; its messages are above")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return 0
+        except OSError:
+            time.sleep(0.1)
+    return fail(f"nothing listened on {host}:{port} within {seconds} s")
+
+
+def wait_file(path: str, seconds: str, pid: str) -> int:
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        if Path(path).exists():
+            return 0
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return fail("the process stopped before it was ready; its messages are above")
+        time.sleep(0.1)
+    return fail(f"{path} did not appear within {seconds} s")
+
+
+def mqtt_tls(folder: str) -> int:
+    """A CA of this checkout and a server certificate it signed, for the broker's TLS listener:
+    devices trust the CA (ca.crt). Made once; the keys are readable by their owner only."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return NOTHING_ANSWERS
+    tls = Path(folder)
+    ca, ca_key, cert, key = tls / "ca.crt", tls / "ca.key", tls / "server.crt", tls / "server.key"
+    if not (cert.exists() and key.exists() and ca.exists()):
+        tls.mkdir(parents=True, exist_ok=True)
+        os.chmod(tls, 0o700)
+        extensions = tls / "server.ext"
+        extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True)  # noqa: S603 - our own arguments
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=IoT Hub Alpha local CA",
+            "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", str(key),
+            "-out", str(tls / "server.csr"))  # fmt: skip
+        run("x509", "-req", "-in", str(tls / "server.csr"), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "825", "-extfile", str(extensions), "-out", str(cert))  # fmt: skip
+    print(f"{cert}\t{key}\t{ca}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     commands = {
         "port-free": (port_free, 2),
@@ -214,6 +296,10 @@ def main(argv: list[str]) -> int:
         "wait-http": (wait_http, 3),
         "display-url": (lambda url: print(display_url(url)) or 0, 1),
         "new-secret-key": (lambda: print(secrets.token_urlsafe(50)) or 0, 0),
+        "free-port": (free_port, 2),
+        "wait-tcp": (wait_tcp, 4),
+        "wait-file": (wait_file, 3),
+        "mqtt-tls": (mqtt_tls, 1),
     }
     if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][1]:
         print(__doc__, file=sys.stderr)

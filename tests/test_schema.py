@@ -18,6 +18,7 @@ SPEC = Path(__file__).resolve().parent.parent / "docs" / "spec" / "database-sche
 EXTENSION_COLUMNS = {
     ("devices", "token_hash"),
     ("devices", "latest_metrics"),
+    ("devices", "mqtt_password_hash"),
     ("rules", "metric"),
     ("rules", "severity"),
     ("events", "acknowledged_at"),

@@ -1,11 +1,14 @@
 """Device types and devices in the Django admin.
 
 The device credential is never shown here (the hub has only its hash); a device added here has no
-token until one is issued through the API (`POST /api/v1/devices/{id}/rotate-token/`).
+token until one is issued through the API (`POST /api/v1/devices/{id}/rotate-token/`). A serial
+number changed or a device deleted here reaches the MQTT broker's password file at once, as through
+the API (iothub/devices/broker.py).
 """
 
 from django.contrib import admin
 
+from iothub.devices.broker import broker_credentials_changed
 from iothub.devices.models import Device, DeviceType
 
 
@@ -47,3 +50,16 @@ class DeviceAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "serial_number" in form.changed_data:
+            broker_credentials_changed()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        broker_credentials_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        broker_credentials_changed()

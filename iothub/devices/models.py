@@ -73,6 +73,10 @@ class Device(models.Model):
     # Extension: SHA-256 of the device's bearer token. Tokens are 256-bit random strings, so a
     # fast hash is as safe as a slow one and keeps ingest authentication to one index lookup.
     token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    # Extension: the same token hashed as Mosquitto's password file holds it (`$6$salt$hash`),
+    # written with `token_hash`, so that the MQTT broker can check the token the hub does not keep
+    # (iothub/devices/broker.py). Null: no MQTT access (no token, or one issued before MQTT).
+    mqtt_password_hash = models.CharField(max_length=128, null=True, blank=True, editable=False)
     # Extension: the last value of every metric the device reported, with its time and telemetry
     # id, kept by ingest, so "latest values" never scans the hypertable:
     # {"vibration": {"value": 5.2, "timestamp": "2025-01-21T10:00:00+00:00", "telemetry_id": 7}}

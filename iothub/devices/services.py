@@ -25,6 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from iothub.db import execute_prepared
+from iothub.devices.broker import broker_credentials_changed, mqtt_password_hash
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 
 TOKEN_PREFIX = "iot_"  # noqa: S105 - a marker, not a secret
@@ -112,11 +113,13 @@ def device_create(
         serial_number=serial_number,
         location=location,
         token_hash=device_token_hash(token),
+        mqtt_password_hash=mqtt_password_hash(token),
     )
     if status is not None:
         device.status = status
-    device.full_clean(exclude=["token_hash"])
+    device.full_clean(exclude=["token_hash", "mqtt_password_hash"])
     device.save()
+    broker_credentials_changed()
     return DeviceWithToken(device=device, token=token)
 
 
@@ -124,32 +127,40 @@ def device_create(
 def device_update(*, device: Device, data: Mapping[str, Any]) -> Device:
     """Change the given fields of a device (not its credential, not `last_seen`)."""
     changed = _assign(device, data, allowed=DEVICE_UPDATABLE_FIELDS)
-    device.full_clean(exclude=["token_hash"])
+    device.full_clean(exclude=["token_hash", "mqtt_password_hash"])
     if changed:
         device.save(update_fields=[*changed, "updated_at"])
+    if "serial_number" in changed:  # the device's MQTT username
+        broker_credentials_changed()
     return device
 
 
 @transaction.atomic
 def device_delete(*, device: Device) -> None:
     """Delete a device with everything recorded about it: its telemetry, its rules, their events
-    and those events' notification deliveries."""
+    and those events' notification deliveries; its MQTT access ends with it."""
     device.delete()
+    broker_credentials_changed()
 
 
 @transaction.atomic
 def device_rotate_token(*, device: Device) -> DeviceWithToken:
-    """Give the device a new token; the old one stops working when this commits."""
+    """Give the device a new token; the old one stops working when this commits (over MQTT too,
+    open connections included: iothub/devices/broker.py)."""
     token = device_token_generate()
     device.token_hash = device_token_hash(token)
-    device.save(update_fields=["token_hash", "updated_at"])
+    device.mqtt_password_hash = mqtt_password_hash(token)
+    device.save(update_fields=["token_hash", "mqtt_password_hash", "updated_at"])
+    broker_credentials_changed()
     return DeviceWithToken(device=device, token=token)
 
 
 def device_revoke_token(*, device: Device) -> None:
     """Leave the device without a credential: it can no longer send until a token is rotated in."""
     device.token_hash = None
-    device.save(update_fields=["token_hash", "updated_at"])
+    device.mqtt_password_hash = None
+    device.save(update_fields=["token_hash", "mqtt_password_hash", "updated_at"])
+    broker_credentials_changed()
 
 
 def _assign(instance, data: Mapping[str, Any], *, allowed: Iterable[str]) -> list[str]:

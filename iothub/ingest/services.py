@@ -9,7 +9,8 @@ One batch, one transaction (group commit), in this order:
 2. each request validated on its own: a refused request is answered at once and left out, so one
    bad request never fails its neighbours;
 3. the idempotency keys of the requests that carry one, claimed (a key already answered replays
-   that answer, and its request writes nothing);
+   that answer, and its request writes nothing); likewise the MQTT deliveries (a redelivery of a
+   message already stored is answered as stored, and writes nothing);
 4. the readings, one INSERT for the whole batch (the telemetry app's);
 5. the devices' rows, locked in id order, then updated (the devices app's);
 6. the rules of each device that a reading may trigger, evaluated: cooldown claims, events and
@@ -22,8 +23,8 @@ waits for every transaction that has already updated `devices`. Here the reading
 before anything in the transaction updates `devices` or locks its rows, so a transaction that
 waits for a chunk holds nothing the chunk's creator waits for; once past step 5 a transaction
 waits only for rows of devices and rules, which every transaction locks in the same order
-(devices by id, then the rules of devices it holds). Idempotency keys are claimed first, sorted,
-before any of these.
+(devices by id, then the rules of devices it holds). Idempotency keys, then MQTT deliveries, are
+claimed first, sorted, before any of these.
 
 Failure path, so that nothing is answered 2xx unless its rows are committed:
 - a deadlock or serialization failure: the whole batch again (PostgreSQL rolled it back);
@@ -70,6 +71,17 @@ ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
+class MqttMessageId:
+    """Who an MQTT message is, to the broker session that delivered it: a redelivery (`redelivered`,
+    the DUP flag) carries the packet id of its first delivery (docs/mqtt.md)."""
+
+    consumer: str  # the consumer's MQTT client id
+    packet_id: int
+    fingerprint: str  # SHA-256 of the payload, hex
+    redelivered: bool
+
+
+@dataclass(frozen=True)
 class IngestRequest:
     """One request as a door received it: a device's message or batch of messages.
 
@@ -84,6 +96,7 @@ class IngestRequest:
     serial_number: str | None = None
     idempotency_key: str | None = None
     fingerprint: str | None = None  # SHA-256 of the body, hex: tells a retry from a key's reuse
+    mqtt: MqttMessageId | None = None
 
     @property
     def message_count(self) -> int:
@@ -93,7 +106,8 @@ class IngestRequest:
 @dataclass(frozen=True)
 class Accepted:
     """Stored and committed. `body` is the answer, JSON; a replayed answer (an Idempotency-Key
-    already answered) is the first one, and carries no readings or events of its own."""
+    already answered) is the first one, and carries no readings or events of its own; an MQTT
+    redelivery of a message already stored is `replayed` with no body."""
 
     body: bytes
     device_id: UUID
@@ -252,6 +266,10 @@ def _store(plans: list[_Plan]) -> dict[int, Outcome]:
     if keyed:
         outcomes.update(_keys_claim(keyed))
         writing = [p for p in plans if p.index not in outcomes]
+    delivered = [p for p in writing if p.request is not None and p.request.mqtt is not None]
+    if delivered:
+        outcomes.update(_mqtt_deliveries_claim(delivered))
+        writing = [p for p in writing if p.index not in outcomes]
 
     stored = iter(
         telemetry_insert(rows=[(plan.sender.device.id, reading) for plan in writing for reading in plan.readings])
@@ -431,6 +449,85 @@ def _keys_replay_followers(keyed: list[_Plan], outcomes: dict[int, Outcome]) -> 
         if outcomes.get(plan.index) is _PENDING_REPLAY:
             leader = first[_key_of(plan)]
             outcomes[plan.index] = _replay(plan, leader.request.fingerprint, outcomes[leader.index].body)
+
+
+# --- MQTT deliveries ---------------------------------------------------------------------------
+
+# A consumer's broker session delivers each message with a packet id, and after a reconnection
+# delivers again, with the DUP flag and the same packet id, every message it had not seen
+# acknowledged. A row per (consumer, packet id) says which message was stored under it last:
+# - a first delivery (no DUP) is never a repeat: it claims its packet id whatever the row held;
+# - a redelivery claims it only if the row holds another payload (or nothing); if it holds this
+#   payload, that message was stored before its acknowledgement was lost: answered as stored.
+# Sorted, so that two transactions claiming the same rows (a consumer's old connection still
+# committing while its new one takes the redelivery) wait for each other in one order.
+_MQTT_CLAIM_SQL = """
+INSERT INTO ingest_mqtt_deliveries AS d (consumer, packet_id, fingerprint, redelivered)
+SELECT * FROM unnest(%(consumers)s::text[], %(packet_ids)s::int[], %(fingerprints)s::text[], %(redelivered)s::bool[])
+ORDER BY 1, 2
+ON CONFLICT (consumer, packet_id) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, redelivered = EXCLUDED.redelivered, stored_at = now()
+    WHERE NOT EXCLUDED.redelivered OR d.fingerprint <> EXCLUDED.fingerprint
+RETURNING consumer, packet_id
+"""
+# Mosquitto gives a session's packet ids in turn, 1 to 65535, so an id comes back 65,535 messages
+# later. A row matters only while the broker may still redeliver its message: at most a Receive
+# Maximum (10,000 at most) of messages behind the newest first delivery. Rows further behind are
+# deleted at each batch, long before their packet id comes back: otherwise a message that had the
+# same payload as the one stored under its id 65,535 messages earlier (a constant reading without a
+# timestamp), redelivered after a crash that came before its first delivery was stored, would be
+# taken for that earlier one and lost. The ranges are written so that an index scan finds them:
+# packet ids in (wrap_low, wrap_high), or below `low`, or above `high`.
+MQTT_PACKET_IDS = 65535
+MQTT_DELIVERIES_KEPT = 30_000
+_MQTT_FORGET_SQL = """
+DELETE FROM ingest_mqtt_deliveries
+WHERE consumer = %(consumer)s
+  AND ((packet_id > %(wrap_low)s AND packet_id < %(wrap_high)s) OR packet_id < %(low)s OR packet_id > %(high)s)
+"""
+
+
+def mqtt_forget_bounds(newest: int) -> dict[str, int]:
+    """The packet ids to forget once `newest` is the newest first delivery: those more than
+    MQTT_DELIVERIES_KEPT behind it, counting round from 65535 to 1."""
+    oldest_kept = newest - MQTT_DELIVERIES_KEPT
+    if oldest_kept >= 1:  # kept: oldest_kept .. newest
+        return {"wrap_low": 0, "wrap_high": 0, "low": oldest_kept, "high": newest}
+    # kept: 1 .. newest and oldest_kept + 65535 .. 65535
+    return {"wrap_low": newest, "wrap_high": oldest_kept + MQTT_PACKET_IDS, "low": 1, "high": MQTT_PACKET_IDS}
+
+
+def _mqtt_deliveries_claim(delivered: list[_Plan]) -> dict[int, Outcome]:
+    """Claim the packet ids of the batch's MQTT messages; returns the outcomes of the redeliveries
+    of messages already stored (and of a packet id repeated within the batch), which write nothing."""
+    first: dict[tuple[str, int], _Plan] = {}
+    for plan in delivered:
+        first.setdefault((plan.request.mqtt.consumer, plan.request.mqtt.packet_id), plan)
+    wanted = sorted(first)
+    ids = [first[key].request.mqtt for key in wanted]
+    claimed = set(
+        execute_prepared(
+            _MQTT_CLAIM_SQL,
+            {
+                "consumers": [i.consumer for i in ids],
+                "packet_ids": [i.packet_id for i in ids],
+                "fingerprints": [i.fingerprint for i in ids],
+                "redelivered": [i.redelivered for i in ids],
+            },
+        )
+    )
+    newest: dict[str, int] = {}
+    for plan in delivered:  # in the order the consumer received them
+        if not plan.request.mqtt.redelivered:
+            newest[plan.request.mqtt.consumer] = plan.request.mqtt.packet_id
+    for consumer, packet_id in newest.items():
+        execute_prepared(_MQTT_FORGET_SQL, {"consumer": consumer, **mqtt_forget_bounds(packet_id)})
+    outcomes: dict[int, Outcome] = {}
+    for plan in delivered:
+        key = (plan.request.mqtt.consumer, plan.request.mqtt.packet_id)
+        if first[key] is not plan or key not in claimed:
+            outcomes[plan.index] = Accepted(body=b"", device_id=plan.sender.device.id, replayed=True)
+    return outcomes
 
 
 # --- Callers that hold validated readings of one device ----------------------------------------

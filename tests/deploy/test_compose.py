@@ -59,17 +59,19 @@ def compose(tmp_path_factory):
 
 
 def config(compose, **variables: str) -> dict:
+    variables.setdefault("MQTT_PASSWORD", "mqtt-consumer-secret")
     result = compose("config", "--format", "json", **variables)
     assert result.returncode == 0, f"docker compose config refused the file:\n{result.stderr}"
     return json.loads(result.stdout)
 
 
-def test_compose_config_accepts_the_file_and_has_the_four_services(compose):
+def test_compose_config_accepts_the_file_and_has_the_six_services(compose):
     services = config(compose, SECRET_KEY="k" * 50)["services"]
 
-    assert set(services) == {"db", "migrate", "web", "worker"}
+    assert set(services) == {"db", "migrate", "web", "worker", "mqtt", "ingest"}
     assert services["migrate"]["command"][-1].endswith(
-        "python manage.py migrate --noinput && python manage.py setup_timescaledb"
+        "python manage.py migrate --noinput && python manage.py setup_timescaledb "
+        "&& python manage.py mqtt_broker_config"
     )
     # gunicorn's processes and the worker count into one shared folder, which migrate empties first.
     for name in ("web", "worker"):
@@ -121,8 +123,42 @@ def test_compose_takes_the_database_settings_from_the_environment(compose):
     assert services["web"]["ports"][0]["published"] == "9000"
 
 
+def test_compose_runs_the_hubs_mosquitto_and_the_mqtt_consumer(compose):
+    services = config(compose, SECRET_KEY="k" * 50, MQTT_PASSWORD="m" * 20, MQTT_TLS_PORT="8884")["services"]
+
+    mqtt, ingest = services["mqtt"], services["ingest"]
+    assert mqtt["image"].startswith("eclipse-mosquitto:2.")
+    # It runs the configuration `migrate` wrote into the shared volume, and reloads its password file.
+    script = mqtt["command"][-1]
+    assert "mosquitto -c /var/lib/iothub/mqtt/mosquitto.conf" in script and "kill -HUP" in script
+    assert mqtt["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    mounts = {volume["target"]: volume for volume in mqtt["volumes"]}
+    assert mounts["/var/lib/iothub/mqtt"]["source"] == "mqtt" and mounts["/var/lib/iothub/mqtt"]["read_only"]
+    assert mounts["/mosquitto/data"]["source"] == "mqtt_data"
+    # Plain MQTT for this host only, TLS for the network.
+    ports = {port["target"]: port for port in mqtt["ports"]}
+    assert ports[1883]["host_ip"] == "127.0.0.1"
+    assert ports[8883]["published"] == "8884" and "host_ip" not in ports[8883]
+
+    assert ingest["command"] == ["python", "manage.py", "run_ingest"]
+    assert ingest["environment"]["IOTHUB_MQTT_CLIENT_ID"] == "iothub-ingest-1"
+    for name in ("migrate", "web", "worker", "ingest"):
+        environment = services[name]["environment"]
+        assert environment["IOTHUB_MQTT_HOST"] == "mqtt"
+        assert environment["IOTHUB_MQTT_PASSWORD"] == "m" * 20
+        assert environment["IOTHUB_MQTT_BROKER_DIR"] == "/var/lib/iothub/mqtt"
+        assert {"source": "mqtt", "target": "/var/lib/iothub/mqtt"}.items() <= services[name]["volumes"][1].items()
+
+
+def test_compose_refuses_to_start_without_an_mqtt_password(compose):
+    result = compose("config", "--quiet", SECRET_KEY="k" * 50)
+
+    assert result.returncode != 0
+    assert "MQTT_PASSWORD" in result.stderr
+
+
 def test_compose_refuses_to_start_without_a_secret_key(compose):
-    result = compose("config", "--quiet")
+    result = compose("config", "--quiet", MQTT_PASSWORD="m" * 20)
 
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
@@ -173,3 +209,13 @@ def test_compose_healthchecks_check_the_database_and_the_worker_s_heartbeat(comp
     ]
     # Its grace period covers a batch in flight (each send at most its 15 s timeout).
     assert services["worker"]["stop_grace_period"] == "30s"
+    # The MQTT consumer likewise, by the heartbeat it beats while connected to the broker.
+    assert services["ingest"]["healthcheck"]["test"] == [
+        "CMD",
+        "python",
+        "-m",
+        "iothub.liveness",
+        "ingest",
+        "--max-age",
+        "120",
+    ]

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +60,7 @@ class RunningHub:
 
     def __init__(self, env: dict[str, str], *options: str):
         self.lines: list[str] = []
+        self.env = env
         self.process = subprocess.Popen(
             [str(ROOT / "scripts" / "run"), *options],
             cwd=ROOT,
@@ -113,9 +116,14 @@ class RunningHub:
 
 def hub_env(tmp_path: Path, *, database_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "IOTHUB_ADMIN_PASSWORD", "DEBUG"}}
+    # The hub's own MQTT broker, on ports of its own (the machine may run a broker on 1883), away
+    # from the ports a test picks next to the hub's.
+    mqtt_port = free_port(port + 300)
     env.update(
         DATABASE_URL=database_url,
         IOTHUB_PORT=str(port),
+        IOTHUB_MQTT_PORT=str(mqtt_port),
+        IOTHUB_MQTT_TLS_PORT=str(free_port(mqtt_port + 1)),
         IOTHUB_VAR_DIR=str(tmp_path / "var"),
         IOTHUB_VENV=sys.prefix,
         IOTHUB_WORKERS="1",
@@ -172,8 +180,9 @@ def assert_stops_cleanly(hub: RunningHub, port: int) -> None:
     while hub.group_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not hub.group_alive(), "scripts/run left processes of its group running"
-    with pytest.raises(ConnectionRefusedError):  # nothing listens on the port any more
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    for listening in (port, int(hub.env["IOTHUB_MQTT_PORT"])):  # nothing listens there any more
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", listening), timeout=5).close()
 
 
 @pytest.fixture
@@ -200,6 +209,10 @@ def test_run_serves_the_hub_and_its_printed_credentials_work(tmp_path, scratch_d
         else:
             assert "Worker     none yet" in hub.output
         assert_printed_credentials_work(hub, base, database_url)
+        # The hub's broker serves MQTT, and its consumer runs.
+        mqtt_port = hub.env["IOTHUB_MQTT_PORT"]
+        assert f"MQTT       mqtt://127.0.0.1:{mqtt_port}  (TLS mqtts://127.0.0.1:" in hub.output
+        assert "Ingest     MQTT consumer running (manage.py run_ingest)" in hub.output
         # A SECRET_KEY was generated for the checkout, readable by its owner only.
         key_file = tmp_path / "var" / "secret_key"
         assert len(key_file.read_text().strip()) >= 50
@@ -288,6 +301,38 @@ def test_the_readme_demo_a_reading_over_the_threshold_emails_calls_the_webhook_a
         assert results[0]["status"] == "completed", results
         assert (results[0]["sent_count"], results[0]["failed_count"]) == (2, 0)
         assert "email to ops@example.com: warning: High vibration on Press 3 (Workshop A)" in hub.output
+        assert re.search(r"webhook /hooks id ntf_\S+: signature verified", hub.output), hub.output
+
+        assert_stops_cleanly(hub, port)
+    finally:
+        hub.kill_group()
+
+
+def test_the_readme_demo_over_mqtt_the_printed_mosquitto_pub_line_raises_the_alert(tmp_path, scratch_database):
+    """The README's demo with the device publishing over MQTT: the mosquitto_pub line the run
+    printed, as it is; the reading reaches the rule through the broker and the consumer, and the
+    email and the verified webhook show in the run's output."""
+    mosquitto_pub = shutil.which("mosquitto_pub")
+    if mosquitto_pub is None:
+        pytest.fail("mosquitto_pub is not installed: apt-get install mosquitto-clients (.ci/run does it)")
+    port, smtp_port = free_port(), free_port(8700)
+    webhook_port = free_port(smtp_port + 1)
+    env = hub_env(tmp_path, database_url=server_url(scratch_database), port=port)
+    env.update(IOTHUB_DEMO_SMTP_PORT=str(smtp_port), IOTHUB_DEMO_WEBHOOK_PORT=str(webhook_port))
+    hub = RunningHub(env, "--demo-alerts")
+    try:
+        hub.wait_ready()
+        line = hub.value(r"\n  (mosquitto_pub .+)")
+        assert f"-p {env['IOTHUB_MQTT_PORT']} " in line and "-t devices/VIB-SN-001/telemetry" in line
+
+        subprocess.run([mosquitto_pub, *shlex.split(line)[1:]], check=True, timeout=30)
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not re.search(
+            r"webhook /hooks id ntf_\S+: signature verified", hub.output
+        ):
+            time.sleep(0.5)
+        assert "email to ops@example.com: warning: High vibration on Press 3 (Workshop A): vibration 16.2" in hub.output
         assert re.search(r"webhook /hooks id ntf_\S+: signature verified", hub.output), hub.output
 
         assert_stops_cleanly(hub, port)

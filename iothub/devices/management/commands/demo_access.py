@@ -7,6 +7,8 @@ answers.
 """
 
 import os
+import shlex
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -32,6 +34,9 @@ class Command(BaseCommand):
             action="store_true",
             help=f"Set a new password ({ADMIN_PASSWORD_ENV} or a generated one) even if the user exists.",
         )
+        parser.add_argument("--mqtt", default="", help="The MQTT broker's address, mqtt://host:port.")
+        parser.add_argument("--mqtt-tls", default="", help="Its TLS listener, mqtts://host:port.")
+        parser.add_argument("--mqtt-ca", default="", help="The CA certificate that signed the TLS listener's.")
         parser.add_argument(
             "--keep-device-token",
             action="store_true",
@@ -60,6 +65,7 @@ class Command(BaseCommand):
         else:
             token = device_rotate_token(device=device).token
             device_text = f"token {token}  (new this run; the previous one no longer works)"
+        mqtt = self._mqtt_lines(options, device.serial_number, None if options["keep_device_token"] else token)
 
         lines = [
             f"IoT Hub Alpha is serving at {base}/",
@@ -69,8 +75,27 @@ class Command(BaseCommand):
             f"  Login      {login.user.username}, {login_text}",
             f"  API token  {login.api_token}  (user {login.user.username})",
             f'  Device     {device.serial_number} "{device.name}", {device_text}',
+            *mqtt[:1],
             "",
             "List the devices:",
             f'  curl -H "Authorization: Token {login.api_token}" {base}/api/v1/devices/',
+            *mqtt[1:],
         ]
         self.stdout.write("\n".join(lines))
+
+    @staticmethod
+    def _mqtt_lines(options, serial_number: str, token: str | None) -> list[str]:
+        """The broker's address line, then a mosquitto_pub line publishing as the demo device."""
+        if not options["mqtt"]:
+            return []
+        address = f"  MQTT       {options['mqtt']}"
+        if options["mqtt_tls"]:
+            address += f"  (TLS {options['mqtt_tls']}, CA {options['mqtt_ca']})"
+        broker = urlsplit(options["mqtt"])
+        body = f'{{"version": "0.0.1", "serial_number": "{serial_number}", "metrics": {{"vibration": 16.2}}}}'
+        command = [
+            "mosquitto_pub", "-h", broker.hostname, "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
+            "-u", serial_number, "-P", token or "<device token>", "-t", f"devices/{serial_number}/telemetry",
+            "-m", body,
+        ]  # fmt: skip
+        return [address, "", "Publish a reading as the device over MQTT:", "  " + shlex.join(command)]

@@ -1,6 +1,7 @@
-"""`manage.py simulate`: simulated machines posting realistic readings to a running hub.
+"""`manage.py simulate`: simulated machines sending realistic readings to a running hub.
 
     python manage.py simulate --devices 50 --rate 20 --duration 60 --anomalies 0.01 --create
+    python manage.py simulate --transport mqtt ...    # through the MQTT broker instead of HTTP
 
 The devices are `<prefix>-VIB-0001`, `<prefix>-TMP-0002`, `<prefix>-PRS-0003`, ... (vibration,
 temperature and pressure in turn). A device created here gets one rule: its primary metric above
@@ -14,17 +15,22 @@ others. It needs the hub's database (same DATABASE_URL) for that, and the hub's 
 import logging
 import random
 import sys
+import time
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 from tqdm import tqdm
 
 from iothub.devices.models import Device, DeviceType
 from iothub.devices.services import device_create, device_rotate_token, device_type_create
+from iothub.events.models import Event
 from iothub.rules.models import Severity
 from iothub.rules.services import rule_create
 from iothub.simulator.profiles import TYPES, Machine, TypeSpec
-from iothub.simulator.runner import SimulatedDevice, Simulation, Summary
+from iothub.simulator.runner import MqttPublisher, SimulatedDevice, Simulation, Summary
 
 LOCATIONS = ("Workshop A", "Workshop B", "Assembly hall", "Boiler room")
 
@@ -52,7 +58,7 @@ def _fraction(text: str) -> float:
 
 
 class Command(BaseCommand):
-    help = "Post realistic simulated readings through the hub's HTTP ingest, with the devices' own tokens."
+    help = "Send realistic simulated readings through the hub's HTTP or MQTT ingest, with the devices' own tokens."
 
     def add_arguments(self, parser):
         parser.add_argument("--devices", type=_positive(int), default=10, help="How many devices (default 10).")
@@ -66,6 +72,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--url", default="http://127.0.0.1:8000", help="The hub to post to (default http://127.0.0.1:8000)."
         )
+        parser.add_argument(
+            "--transport",
+            choices=["http", "mqtt"],
+            default="http",
+            help="POST to the hub's HTTP ingest (default), or publish to its MQTT broker (docs/mqtt.md).",
+        )
+        parser.add_argument(
+            "--mqtt",
+            default="",
+            help="The broker, mqtt://host:port (default: IOTHUB_MQTT_HOST and IOTHUB_MQTT_PORT).",
+        )
         parser.add_argument("--create", action="store_true", help="Create missing devices (and their device types).")
         parser.add_argument("--prefix", default="SIM", help="Serial number prefix of the simulated devices (SIM).")
         parser.add_argument("--concurrency", type=_positive(int), default=4, help="Parallel senders (default 4).")
@@ -77,9 +94,14 @@ class Command(BaseCommand):
         logging.getLogger("httpx").setLevel(logging.WARNING)
         rng = random.Random(options["seed"])
         devices = self._devices(options, rng)
+        publisher, target = None, options["url"]
+        if options["transport"] == "mqtt":
+            broker = urlsplit(options["mqtt"] or f"mqtt://{settings.IOTHUB_MQTT_HOST}:{settings.IOTHUB_MQTT_PORT}")
+            publisher = MqttPublisher(host=broker.hostname, port=broker.port or 1883)
+            target = f"mqtt://{broker.hostname}:{broker.port or 1883}"
         self.stdout.write(
             f"Simulating {len(devices)} devices at {options['rate']:g} messages/s for {options['duration']:g} s "
-            f"against {options['url']} (tokens of the {options['prefix']}- devices were renewed)."
+            f"against {target} (tokens of the {options['prefix']}- devices were renewed)."
         )
         simulation = Simulation(
             url=options["url"],
@@ -87,7 +109,9 @@ class Command(BaseCommand):
             rate=options["rate"],
             duration=options["duration"],
             concurrency=options["concurrency"],
+            mqtt=publisher,
         )
+        started = timezone.now()
         bar = tqdm(
             total=simulation.summary.planned,
             unit="msg",
@@ -104,11 +128,20 @@ class Command(BaseCommand):
         simulation.on_result = progress
         try:
             summary = simulation.run()
+        except ConnectionError as error:
+            raise CommandError(f"{target}: {error}") from None
         finally:
             bar.close()
+        if publisher is not None:
+            # No reply lists the events over MQTT: those of these devices since the start, once the
+            # hub has stored what the broker acknowledged.
+            time.sleep(1.0)
+            summary.events = Event.objects.filter(
+                rule__device__serial_number__in=[d.serial_number for d in devices], timestamp__gte=started
+            ).count()
         self._report(summary)
         if summary.failed and not summary.sent:
-            raise CommandError(f"the hub at {options['url']} stored nothing: {summary.errors[:1]}")
+            raise CommandError(f"the hub at {target} stored nothing: {summary.errors[:1]}")
 
     def _devices(self, options, rng: random.Random) -> list[SimulatedDevice]:
         prefix = options["prefix"]
