@@ -6,6 +6,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from iothub.events.models import Event
+from iothub.notifications.channels.webhook import AddressRefused, _GuardedBackend
 from iothub.notifications.delivery import deliveries_send_due, idempotency_key
 from iothub.notifications.models import NotificationDelivery
 from tests.notifications.conftest import WEBHOOK_SECRET
@@ -218,3 +219,12 @@ def test_private_addresses_are_refused_where_the_connection_is_made(
     assert webhook_receiver.received == []
     entry = Event.objects.get(id=delivery.event_id).execution_results[0]
     assert (entry["status"], entry["sent_count"], entry["failed_count"]) == ("completed", 0, 1)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "::7f00:1", "::ffff:0:7f00:1", "64:ff9b::a00:1", "fec0::1"])
+def test_a_private_ipv4_inside_ipv6_is_refused_before_connecting(settings, address):
+    # No database, no server: the guard refuses before a socket is opened (a connection attempt
+    # would fail with another error, e.g. the network being unreachable).
+    settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(AddressRefused, match="private, loopback or link-local"):
+        _GuardedBackend().connect_tcp(address, 80, timeout=1)
