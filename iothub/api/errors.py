@@ -2,12 +2,13 @@
 
 On top of DRF's own handling: a service's Django `ValidationError` is a 400 naming its fields, a
 database conflict (a protected row, or a constraint a concurrent request won the race for) is a 409
-saying what conflicted, and a row that vanished under a request is a 404 rather than a 500.
+saying what conflicted, and a row that vanished under a request (deleted between the request's
+read and its write, by a concurrent DELETE) is a 404 rather than a 500.
 """
 
 from collections import Counter
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, ObjectNotUpdated
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, RestrictedError
@@ -39,4 +40,8 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
+    elif isinstance(exc, ObjectNotUpdated):
+        # An update that found no row: the row was deleted after this request read it.
+        set_rollback()
+        exc = exceptions.NotFound("It was deleted while this request was being handled.")
     return drf_exception_handler(exc, context)
