@@ -6,13 +6,13 @@ in its UPDATE; the row is deleted and the lock released; the UPDATE then finds n
 """
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
 
 from iothub.devices.services import device_create, device_type_create
 from iothub.notifications.services import notification_template_create
+from tests.locks import wait_until_a_transaction_waits_for_ours
 from tests.rules.helpers import make_rule
 
 
@@ -41,19 +41,6 @@ RESOURCES = {
 }
 
 
-def _wait_until_someone_waits_for_my_lock(timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError("the PATCH never waited for the row lock")
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("resource", RESOURCES)
 def test_a_patch_racing_a_delete_answers_404(operator_client, resource):
@@ -75,7 +62,7 @@ def test_a_patch_racing_a_delete_answers_404(operator_client, resource):
             cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [row.pk])  # noqa: S608
         thread = threading.Thread(target=patch)
         thread.start()
-        _wait_until_someone_waits_for_my_lock()
+        wait_until_a_transaction_waits_for_ours()
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table} WHERE id = %s", [row.pk])  # noqa: S608
     thread.join(timeout=30)
