@@ -12,6 +12,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from iothub.api.filters import UtcDateTimeFilter
 from iothub.events.models import Event, EventStatus
 from iothub.events.selectors import event_list
 from iothub.events.services import MAX_NOTE_LENGTH, EventTransitionRefused, event_acknowledge, event_resolve
@@ -69,8 +70,8 @@ class EventFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(choices=EventStatus.choices, help_text="Repeat for several.")
     severity = filters.MultipleChoiceFilter(choices=Severity.choices, help_text="Repeat for several.")
     device = filters.UUIDFilter(field_name="rule__device", help_text="Events of this device's rules.")
-    start = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", help_text="From (inclusive).")
-    end = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt", help_text="Until (exclusive).")
+    start = UtcDateTimeFilter(field_name="timestamp", lookup_expr="gte", help_text="From (inclusive).")
+    end = UtcDateTimeFilter(field_name="timestamp", lookup_expr="lt", help_text="Until (exclusive).")
 
     class Meta:
         model = Event

@@ -18,6 +18,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from iothub.api.filters import range_start
 from iothub.devices.models import Device
 from iothub.telemetry.models import Telemetry
 from iothub.telemetry.selectors import (
@@ -59,7 +60,7 @@ class RangeQuery(serializers.Serializer):
 
     def validate(self, attrs):
         end = attrs.get("to") or timezone.now()
-        start = attrs.get("from") or end - DEFAULT_RANGE
+        start = attrs.get("from") or range_start(end, DEFAULT_RANGE, field="to")
         if start >= end:
             raise serializers.ValidationError({"from": "must be before `to`"})
         attrs["start"], attrs["end"] = start, end

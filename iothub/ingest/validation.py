@@ -9,7 +9,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from iothub.telemetry.services import NewReading
 
@@ -212,4 +212,5 @@ def _timestamp_parse(raw: object, *, now: datetime, limits: Limits) -> tuple[dat
         )
     if value < now - limits.max_age:
         return now, f"{raw!r} is older than the retention period ({limits.max_age.days} days)"
-    return value, None
+    # The same instant in UTC: ISO 8601 allows offsets up to ±23:59, PostgreSQL only up to ±15:59.
+    return value.astimezone(UTC), None

@@ -222,6 +222,22 @@ def test_the_largest_64_bit_integer_is_stored_exactly(anonymous_client, token, d
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("hours", [17, -17, 23])
+def test_a_timestamp_with_an_offset_postgresql_cannot_store_is_stored_as_the_same_instant(
+    anonymous_client, token, device, hours
+):
+    # ISO 8601 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+    instant = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+    sent = instant.astimezone(timezone.get_fixed_timezone(hours * 60)).isoformat()
+
+    response = post(anonymous_client, token, {**message(), "timestamp": sent})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["readings"][0]["timestamp"] == instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert Telemetry.objects.get(device=device).timestamp == instant
+
+
+@pytest.mark.django_db
 @pytest.mark.usefixtures("nothing_written")
 def test_a_timestamp_too_far_in_the_future_is_refused(anonymous_client, token, settings):
     settings.IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=60)

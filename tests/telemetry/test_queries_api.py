@@ -188,6 +188,40 @@ def test_raw_query_errors_name_the_parameter(viewer_client, device, params, fiel
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("suffix", ["", "aggregate/", "export/"])
+def test_from_and_to_with_an_offset_postgresql_cannot_store_select_the_same_instants(
+    viewer_client, device, stored, suffix
+):
+    # ISO 8601 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+    start = at(1).astimezone(timezone.get_fixed_timezone(17 * 60)).isoformat()
+    end = at(3).astimezone(timezone.get_fixed_timezone(-17 * 60)).isoformat()
+    response = viewer_client.get(url(device, suffix), {"from": start, "to": end, "bucket": "1m", "order": "asc"})
+    assert response.status_code == 200, response.content
+    if suffix == "":
+        assert [r["id"] for r in response.json()["results"]] == stored[2:5]
+    elif suffix == "aggregate/":
+        assert [b["count"] for b in response.json()["buckets"]] == [2, 1]
+    else:
+        assert len(list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))) == 1 + 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("suffix", ["", "aggregate/", "export/"])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"to": "0001-01-01T00:00:00Z"}, "to"),  # the default `from`, 24 hours earlier, is before year 1
+        ({"from": "0001-01-01T00:00:00+01:00"}, "from"),
+        ({"to": "9999-12-31T23:00:00-17:00"}, "to"),
+    ],
+)
+def test_a_range_outside_the_calendar_is_a_400_naming_the_parameter(viewer_client, device, suffix, params, field):
+    response = viewer_client.get(url(device, suffix), params)
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
+@pytest.mark.django_db
 def test_csv_export_streams_every_reading_of_the_range(viewer_client, device, stored):
     response = viewer_client.get(url(device, "export/"), {"from": iso(at(0)), "to": iso(at(5))})
     assert response.status_code == 200
