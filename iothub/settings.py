@@ -207,6 +207,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["iothub.api.permissions.RolePermission"],
+    # JSON only, bounded (iothub/api/parsers.py): no form or multipart encodings are accepted or
+    # advertised in the schema.
+    "DEFAULT_PARSER_CLASSES": ["iothub.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "iothub.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [

@@ -57,15 +57,35 @@ class _NonFinite:
         self.literal = literal
 
 
+class _LongInteger:
+    """What the JSON decoder yields for an integer of more digits than any metric value may have,
+    unconverted: Python refuses to convert more than 4,300 digits (and would take quadratic time
+    below that), and validation names the field."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+# Any 64-bit integer, the widest a metric value may be, has at most this many characters (sign included).
+_LONGEST_INTEGER = 20
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    return int(text) if len(text) <= _LONGEST_INTEGER else _LongInteger(len(text))
+
+
 def decode_body(body: bytes) -> object:
     try:
-        return json.loads(body, parse_constant=_NonFinite)
+        return json.loads(body, parse_constant=_NonFinite, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise IngestRejected(400, [FieldError("body", "is not UTF-8 text")]) from None
     except json.JSONDecodeError as exc:
         raise IngestRejected(
             400, [FieldError("body", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from None
+    except RecursionError:
+        # Python's parser recurses per level; a message is three levels deep.
+        raise IngestRejected(400, [FieldError("body", "is nested too deeply to be telemetry")]) from None
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,8 @@ def _message_validate(
     version = message.get("version")
     if version is None:
         errors.append(FieldError("version", "is required", index))
+    elif not isinstance(version, str):
+        errors.append(FieldError("version", f"must be a string such as {SUPPORTED_VERSIONS[-1]!r}", index))
     elif version not in SUPPORTED_VERSIONS:
         errors.append(
             FieldError("version", f"{version!r} is not supported; supported: {', '.join(SUPPORTED_VERSIONS)}", index)
@@ -135,6 +157,8 @@ def _message_validate(
     serial = message.get("serial_number")
     if serial is None:
         errors.append(FieldError("serial_number", "is required", index))
+    elif not isinstance(serial, str):
+        errors.append(FieldError("serial_number", "must be a string, the device's serial number", index))
     elif serial != serial_number:
         errors.append(
             FieldError("serial_number", f"{serial!r} is not the serial number of this token's device", index, 403)
@@ -173,6 +197,8 @@ def _metric_error(name: str, value: object) -> str | None:
         return "a metric name starts with a letter and has at most 64 letters, digits, '_', '.' or '-'"
     if isinstance(value, _NonFinite):
         return f"{value.literal} is not a finite number"
+    if isinstance(value, _LongInteger):
+        return f"is out of range: an integer of {value.digits} digits"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number, not {_json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
