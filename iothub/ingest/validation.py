@@ -18,6 +18,10 @@ MESSAGE_FIELDS = ("version", "serial_number", "metrics", "timestamp")
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 MAX_METRICS_PER_MESSAGE = 100
 MAX_ERRORS_REPORTED = 20
+# Every metric value, integer or not, lies in [-2**63, 2**63): a 64-bit integer (counters) is
+# stored exactly, and no reading is large enough for a sum or an average of readings to leave
+# the range of double precision (docs/ingest.md).
+MAX_METRIC_MAGNITUDE = 2**63
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class _LongInteger:
         self.digits = digits
 
 
-# Any 64-bit integer, the widest a metric value may be, has at most this many characters (sign included).
-_LONGEST_INTEGER = 20
+# Any integer within the metric range has at most this many characters, its sign included.
+_LONGEST_INTEGER = len(str(-MAX_METRIC_MAGNITUDE))
 
 
 def _parse_int(text: str) -> int | _LongInteger:
@@ -203,8 +207,10 @@ def _metric_error(name: str, value: object) -> str | None:
         return f"must be a number, not {_json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return "is out of range (not a finite number)"
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        return "is out of range for an integer (64 bits); send it as a decimal number"
+    if not -MAX_METRIC_MAGNITUDE <= value < MAX_METRIC_MAGNITUDE:
+        if isinstance(value, int):
+            return "is out of range for an integer (64 bits)"
+        return f"is out of range: a metric value lies within ±{MAX_METRIC_MAGNITUDE:.3g}, the range of a 64-bit integer"
     return None
 
 
