@@ -128,7 +128,7 @@ def recipient_parse(value: object, *, path: str, allow_bare_email: bool, allow_p
     if not isinstance(value, dict):
         raise RecipientError(f"{path}: must be an object with a type and an address.")
     kind = value.get("type")
-    if kind not in ADDRESS_KEY:
+    if not isinstance(kind, str) or kind not in ADDRESS_KEY:
         raise RecipientError(f"{path}.type: must be one of {', '.join(ADDRESS_KEY)}, not {kind!r}.")
     key = ADDRESS_KEY[kind]
     unknown = sorted(set(value) - {"type", key, "name"})

@@ -1,5 +1,5 @@
-"""What the API's lists and queries share: time filters read as UTC instants, and the default
-start of a time range.
+"""What the API's lists and queries share: time filters read as UTC instants, the default start
+of a time range, and a search whose refusal names its parameter.
 
 ISO 8601 lets a timestamp carry any offset up to ±23:59 (Python reads them all); PostgreSQL's
 `timestamptz` input takes offsets up to ±15:59 only. Every time the API reads is therefore turned
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from django.core.exceptions import ValidationError
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
+from rest_framework import filters as drf_filters
 from rest_framework import serializers
 
 OUT_OF_RANGE = "is outside years 1 to 9999 once converted to UTC"
@@ -41,3 +42,14 @@ def range_start(end: datetime, span: timedelta, *, field: str) -> datetime:
         return end - span
     except OverflowError:
         raise serializers.ValidationError({field: ["is too early: the range would start before year 1"]}) from None
+
+
+class SearchFilter(drf_filters.SearchFilter):
+    """DRF's search, whose refusal (a NUL character) names the `search` parameter like every other
+    400 of the API, rather than answering a bare list."""
+
+    def get_search_terms(self, request):
+        try:
+            return super().get_search_terms(request)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({self.search_param: exc.detail}) from None

@@ -33,6 +33,9 @@ def test_parses_the_specs_example():
     ("entry", "says"),
     [
         ({"type": "fax", "number": "1"}, r"\[0\].type: must be one of email, sms, webhook"),
+        # JSON that is not a string where a kind is expected (found by the schemathesis run: a 500).
+        ({"type": {}, "url": "https://example.com"}, r"\[0\].type: must be one of email, sms, webhook"),
+        ({"type": ["email"], "address": "a@b.co"}, r"\[0\].type: must be one of email, sms, webhook"),
         ({"type": "email", "address": "a@b.co", "cc": "x"}, r"\[0\]: unknown key\(s\) cc"),
         ({"type": "email", "phone": "+380501234567"}, r"\[0\]: unknown key\(s\) phone"),
         ({"type": "email"}, r"\[0\].address: required"),
