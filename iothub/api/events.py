@@ -21,8 +21,9 @@ from iothub.rules.models import Severity
 
 class EventSerializer(serializers.ModelSerializer):
     device = serializers.UUIDField(source="rule.device_id", read_only=True, help_text="The rule's device.")
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null until someone takes the step (and after that user is deleted).
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     execution_results = serializers.JSONField(
         read_only=True,
         help_text="One entry per action of the rule, in order: `type`, what it acts on (`template_id`, "
