@@ -94,19 +94,21 @@ def test_aggregates_beyond_the_range_of_a_json_number_read_null(viewer_client, d
 
 
 def test_raw_readings_and_the_export_return_numbers_beyond_double_range(viewer_client, device):
-    # An integer Python will not convert (over 4,300 digits) comes back as its text.
-    store_in_sql(device, "1e300", "1e400", HUGE_INTEGER)
+    # An integer Python will not convert (over 4,300 digits), and a decimal beyond double's range,
+    # come back as their text.
+    beyond_double = "1" + "0" * 400 + ".5"
+    store_in_sql(device, "1e300", "1e400", HUGE_INTEGER, beyond_double)
 
     response = viewer_client.get(f"/api/v1/devices/{device.id}/telemetry/", {"order": "asc"})
     assert response.status_code == 200, response.content
     values = [row["payload"]["metrics"]["vibration"] for row in response.json()["results"]]
     # PostgreSQL keeps a JSON number as `numeric` and writes it back without an exponent.
-    assert values == [10**300, 10**400, HUGE_INTEGER]
+    assert values == [10**300, 10**400, HUGE_INTEGER, beyond_double]
 
     export = viewer_client.get(f"/api/v1/devices/{device.id}/telemetry/export/", {"metric": "vibration"})
     assert export.status_code == 200
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode())))
-    assert [row[2] for row in rows[1:]] == [str(10**300), str(10**400), HUGE_INTEGER]
+    assert [row[2] for row in rows[1:]] == [str(10**300), str(10**400), HUGE_INTEGER, beyond_double]
 
 
 def test_the_dashboard_chart_of_a_device_with_extreme_readings_draws(viewer_user, device):
