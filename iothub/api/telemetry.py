@@ -185,6 +185,9 @@ _range_parameters = [
 class TelemetryListView(generics.ListAPIView):
     serializer_class = TelemetryRowSerializer
     pagination_class = TelemetryCursorPagination
+    # Ordered by `order` and paged by a cursor: none of the lists' filter, search and `ordering`
+    # parameters apply (DRF's ordering filter cannot even list the fields of a composite key).
+    filter_backends: list = []
     queryset = Telemetry.objects.none()  # for the schema; get_queryset() builds the real one
 
     def get_queryset(self):

@@ -85,6 +85,15 @@ def test_raw_readings_can_come_oldest_first_and_within_a_range(viewer_client, de
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("params", [{"ordering": "timestamp"}, {"ordering": "-id,x"}, {"search": "x"}])
+def test_raw_readings_ignore_the_list_parameters_they_do_not_take(viewer_client, device, stored, params):
+    # Ordered by `order` and a cursor only (found by the schemathesis run: `ordering` was a 500).
+    response = viewer_client.get(url(device), {"from": iso(at(-1)), "to": iso(at(10)), **params})
+    assert response.status_code == 200, response.content
+    assert [r["id"] for r in response.json()["results"]] == list(reversed(stored))
+
+
+@pytest.mark.django_db
 def test_raw_readings_page_through_a_cursor_without_gaps_or_repeats(viewer_client, device, stored):
     seen, next_url = [], url(device) + f"?from={BASE - timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}&page_size=2"
     pages = 0
