@@ -34,8 +34,8 @@ from iothub.notifications.services import notification_template_create
 from tests.rules.helpers import make_rule, message, send
 
 API_YAML = Path(__file__).resolve().parents[2] / "docs" / "api.yaml"
-# A fixed seed: the same requests on every run, so that a failure here is a regression, not luck.
-# Run other seeds by hand to look for new failures (docs/api.md).
+# A fixed seed, so that runs send nearly the same requests (two workers share the hub, so the order,
+# and the rows a request finds, vary). Run other seeds by hand to look further (docs/api.md).
 SEED = 20261128
 MAX_EXAMPLES = 50
 CHECKS = [
