@@ -68,14 +68,41 @@ class RecipientError(ValueError):
     """An invalid recipient entry; the message starts with its path, e.g. `[1].phone: ...`."""
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address that the packet ends up at (or that a
+# translator on the path reaches): IPv4-compatible (deprecated), IPv4-mapped, IPv4-translated
+# (SIIT, RFC 7915), and the NAT64 prefixes, well-known (RFC 6052) and local-use (RFC 8215).
+# Python counts most of them as global, so `[64:ff9b::a9fe:a9fe]` would reach 169.254.169.254.
+_IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(network)
+    for network in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if it is of a form that carries one."""
+    if ip.sixtofour is not None:  # 2002::/16
+        return ip.sixtofour
+    if ip.teredo is not None:  # 2001::/32: (server, client)
+        return ip.teredo[1]
+    if any(ip in network for network in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def ip_is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether a webhook may connect to this address without IOTHUB_WEBHOOK_ALLOW_PRIVATE.
 
     Private, loopback, link-local (cloud metadata lives there), shared (CGNAT), reserved,
-    unspecified and multicast addresses are not public; IPv4 written inside IPv6 is unwrapped first.
+    unspecified and multicast addresses are not public, nor the deprecated IPv6 site-local range
+    (fec0::/10, still routed inside some networks). An IPv4 address written inside an IPv6 one
+    (mapped, compatible, translated, NAT64, 6to4, Teredo) is judged as that IPv4 address.
     """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
 
 
@@ -101,7 +128,7 @@ def recipient_parse(value: object, *, path: str, allow_bare_email: bool, allow_p
     if not isinstance(value, dict):
         raise RecipientError(f"{path}: must be an object with a type and an address.")
     kind = value.get("type")
-    if kind not in ADDRESS_KEY:
+    if not isinstance(kind, str) or kind not in ADDRESS_KEY:
         raise RecipientError(f"{path}.type: must be one of {', '.join(ADDRESS_KEY)}, not {kind!r}.")
     key = ADDRESS_KEY[kind]
     unknown = sorted(set(value) - {"type", key, "name"})

@@ -62,6 +62,36 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# ------------------------------------------------------------------------------------------------
+# HTTPS: behind a reverse proxy that terminates TLS (docs/deployment.md, "HTTPS"). All off by
+# default (./scripts/run serves plain HTTP on loopback); docker-compose.yml turns them on.
+# https://docs.djangoproject.com/en/6.0/topics/security/#ssl-https
+# ------------------------------------------------------------------------------------------------
+# The header (and value) by which the proxy says the client came over HTTPS, e.g.
+# "X-Forwarded-Proto: https". Trust it only when the proxy sets it and nothing else reaches the hub.
+# https://docs.djangoproject.com/en/6.0/ref/settings/#secure-proxy-ssl-header
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    _name, _sep, _value = _proxy_ssl_header.partition(":")
+    if not _sep or not _name.strip() or not _value.strip():
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER must read 'Header-Name: value', e.g. 'X-Forwarded-Proto: https', "
+            f"not {_proxy_ssl_header!r}"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# Plain HTTP requests are redirected to HTTPS, except the health check and /metrics, which probes
+# and Prometheus reach inside the deployment's own network.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$", r"^metrics$"]
+# HTTP Strict Transport Security: browsers use HTTPS only, for this many seconds.
+# https://docs.djangoproject.com/en/6.0/ref/middleware/#http-strict-transport-security
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The session (dashboard, admin) and CSRF cookies travel over HTTPS only.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -220,14 +250,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["iothub.api.permissions.RolePermission"],
+    # JSON only, bounded (iothub/api/parsers.py): no form or multipart encodings are accepted or
+    # advertised in the schema.
+    "DEFAULT_PARSER_CLASSES": ["iothub.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "iothub.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.SearchFilter",
+        "iothub.api.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "iothub.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "iothub.api.errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -237,6 +270,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Device registry, telemetry ingest and queries, rules, events and notifications.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and Swagger UI are anonymous: no authentication at all, so that a stale or wrong
+    # token does not turn them into 401s.
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

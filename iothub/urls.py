@@ -11,3 +11,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("", include("iothub.dashboard.urls")),
 ]
+
+# Under /api/ these answer JSON in the API's error shape; elsewhere, Django's pages.
+handler404 = "iothub.api.errors.page_not_found"
+handler500 = "iothub.api.errors.server_error"

@@ -12,6 +12,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from iothub.api.filters import UtcDateTimeFilter
 from iothub.events.models import Event, EventStatus
 from iothub.events.selectors import event_list
 from iothub.events.services import MAX_NOTE_LENGTH, EventTransitionRefused, event_acknowledge, event_resolve
@@ -20,8 +21,9 @@ from iothub.rules.models import Severity
 
 class EventSerializer(serializers.ModelSerializer):
     device = serializers.UUIDField(source="rule.device_id", read_only=True, help_text="The rule's device.")
-    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null until someone takes the step (and after that user is deleted).
+    acknowledged_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    resolved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     execution_results = serializers.JSONField(
         read_only=True,
         help_text="One entry per action of the rule, in order: `type`, what it acts on (`template_id`, "
@@ -69,8 +71,8 @@ class EventFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(choices=EventStatus.choices, help_text="Repeat for several.")
     severity = filters.MultipleChoiceFilter(choices=Severity.choices, help_text="Repeat for several.")
     device = filters.UUIDFilter(field_name="rule__device", help_text="Events of this device's rules.")
-    start = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", help_text="From (inclusive).")
-    end = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt", help_text="Until (exclusive).")
+    start = UtcDateTimeFilter(field_name="timestamp", lookup_expr="gte", help_text="From (inclusive).")
+    end = UtcDateTimeFilter(field_name="timestamp", lookup_expr="lt", help_text="Until (exclusive).")
 
     class Meta:
         model = Event

@@ -30,7 +30,6 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
-    PolymorphicProxySerializer,
     extend_schema,
     inline_serializer,
 )
@@ -51,7 +50,14 @@ from iothub.ingest.services import (
     UnknownSender,
     body_fingerprint,
 )
-from iothub.ingest.validation import FieldError, IngestRejected, decode_body
+from iothub.ingest.validation import (
+    MAX_METRIC_MAGNITUDE,
+    MAX_METRICS_PER_MESSAGE,
+    SUPPORTED_VERSIONS,
+    FieldError,
+    IngestRejected,
+    decode_body,
+)
 from iothub.ingest.writer import ingest_one
 
 logger = logging.getLogger(__name__)
@@ -187,21 +193,41 @@ def internal_error_answer() -> Answer:
     )
 
 
-_Message = inline_serializer(
-    "TelemetryMessage",
-    {
-        "version": serializers.ChoiceField(choices=["0.0.1"]),
-        "serial_number": serializers.CharField(help_text="Must be the authenticated device's."),
-        "metrics": serializers.DictField(child=serializers.FloatField(), help_text="Metric name to number."),
-        "timestamp": serializers.DateTimeField(required=False, help_text="ISO 8601 with an offset."),
+# The message as an OpenAPI schema, written out: it says what validation says (iothub/ingest/
+# validation.py), which a serializer cannot (no unknown fields, 1 to 100 metrics, the values' range).
+_MESSAGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "serial_number", "metrics"],
+    "properties": {
+        "version": {"type": "string", "enum": list(SUPPORTED_VERSIONS)},
+        "serial_number": {"type": "string", "minLength": 1, "description": "Must be the authenticated device's."},
+        "metrics": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_METRICS_PER_MESSAGE,
+            "additionalProperties": {
+                "type": "number",
+                "minimum": -MAX_METRIC_MAGNITUDE,
+                "maximum": MAX_METRIC_MAGNITUDE,
+                "exclusiveMaximum": True,
+            },
+            "description": "Metric name (a letter, then up to 63 letters, digits, `_`, `.` or `-`) to number.",
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "ISO 8601 with an offset; at most IOTHUB_INGEST_MAX_FUTURE_SKEW_SECONDS ahead, and "
+            "within the retention period. Without it, the time the hub received the message.",
+        },
     },
-)
-_Body = PolymorphicProxySerializer(
-    component_name="TelemetryBody",
-    serializers=[_Message, serializers.ListSerializer(child=_Message, min_length=1)],
-    resource_type_field_name=None,
-    many=False,
-)
+}
+_BODY = {
+    "oneOf": [
+        _MESSAGE,
+        {"type": "array", "minItems": 1, "maxItems": settings.IOTHUB_INGEST_MAX_BATCH, "items": _MESSAGE},
+    ]
+}
 _Detail = inline_serializer("TelemetryDetail", {"detail": serializers.CharField()})
 _Stored = inline_serializer(
     "TelemetryStored",
@@ -298,7 +324,7 @@ class TelemetryIngestView(APIView):
         description="A device sends the spec's payload, or a list of them, with its own token. 201 means "
         "committed; a refused request writes nothing, and its errors name the field and, in a batch, the "
         "message's index.",
-        request={"application/json": _Body},
+        request={"application/json": _BODY},
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER,

@@ -15,6 +15,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from iothub.api.filters import range_start
 from iothub.rules.actions import action_config_validate
 from iothub.rules.backtest import MAX_FIRST_EVENTS, MAX_MATCHES, MAX_RANGE, rule_backtest
 from iothub.rules.models import Operator, Rule
@@ -182,7 +183,9 @@ class BacktestRequestSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         end = attrs.setdefault("end", timezone.now())
-        start = attrs.setdefault("start", end - timedelta(days=7))
+        if "start" not in attrs:
+            attrs["start"] = range_start(end, timedelta(days=7), field="end")
+        start = attrs["start"]
         if end <= start:
             raise serializers.ValidationError({"end": ["must be after start"]})
         if end - start > MAX_RANGE:

@@ -18,6 +18,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from iothub.api.filters import range_start
 from iothub.devices.models import Device
 from iothub.telemetry.models import Telemetry
 from iothub.telemetry.selectors import (
@@ -59,7 +60,7 @@ class RangeQuery(serializers.Serializer):
 
     def validate(self, attrs):
         end = attrs.get("to") or timezone.now()
-        start = attrs.get("from") or end - DEFAULT_RANGE
+        start = attrs.get("from") or range_start(end, DEFAULT_RANGE, field="to")
         if start >= end:
             raise serializers.ValidationError({"from": "must be before `to`"})
         attrs["start"], attrs["end"] = start, end
@@ -184,6 +185,9 @@ _range_parameters = [
 class TelemetryListView(generics.ListAPIView):
     serializer_class = TelemetryRowSerializer
     pagination_class = TelemetryCursorPagination
+    # Ordered by `order` and paged by a cursor: none of the lists' filter, search and `ordering`
+    # parameters apply (DRF's ordering filter cannot even list the fields of a composite key).
+    filter_backends: list = []
     queryset = Telemetry.objects.none()  # for the schema; get_queryset() builds the real one
 
     def get_queryset(self):

@@ -9,7 +9,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from iothub.telemetry.services import NewReading
 
@@ -18,6 +18,10 @@ MESSAGE_FIELDS = ("version", "serial_number", "metrics", "timestamp")
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 MAX_METRICS_PER_MESSAGE = 100
 MAX_ERRORS_REPORTED = 20
+# Every metric value, integer or not, lies in [-2**63, 2**63): a 64-bit integer (counters) is
+# stored exactly, and no reading is large enough for a sum or an average of readings to leave
+# the range of double precision (docs/ingest.md).
+MAX_METRIC_MAGNITUDE = 2**63
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,35 @@ class _NonFinite:
         self.literal = literal
 
 
+class _LongInteger:
+    """What the JSON decoder yields for an integer of more digits than any metric value may have,
+    unconverted: Python refuses to convert more than 4,300 digits (and would take quadratic time
+    below that), and validation names the field."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+# Any integer within the metric range has at most this many characters, its sign included.
+_LONGEST_INTEGER = len(str(-MAX_METRIC_MAGNITUDE))
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    return int(text) if len(text) <= _LONGEST_INTEGER else _LongInteger(len(text))
+
+
 def decode_body(body: bytes) -> object:
     try:
-        return json.loads(body, parse_constant=_NonFinite)
+        return json.loads(body, parse_constant=_NonFinite, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise IngestRejected(400, [FieldError("body", "is not UTF-8 text")]) from None
     except json.JSONDecodeError as exc:
         raise IngestRejected(
             400, [FieldError("body", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from None
+    except RecursionError:
+        # Python's parser recurses per level; a message is three levels deep.
+        raise IngestRejected(400, [FieldError("body", "is nested too deeply to be telemetry")]) from None
 
 
 @dataclass(frozen=True)
@@ -127,6 +151,8 @@ def _message_validate(
     version = message.get("version")
     if version is None:
         errors.append(FieldError("version", "is required", index))
+    elif not isinstance(version, str):
+        errors.append(FieldError("version", f"must be a string such as {SUPPORTED_VERSIONS[-1]!r}", index))
     elif version not in SUPPORTED_VERSIONS:
         errors.append(
             FieldError("version", f"{version!r} is not supported; supported: {', '.join(SUPPORTED_VERSIONS)}", index)
@@ -135,6 +161,8 @@ def _message_validate(
     serial = message.get("serial_number")
     if serial is None:
         errors.append(FieldError("serial_number", "is required", index))
+    elif not isinstance(serial, str):
+        errors.append(FieldError("serial_number", "must be a string, the device's serial number", index))
     elif serial != serial_number:
         errors.append(
             FieldError("serial_number", f"{serial!r} is not the serial number of this token's device", index, 403)
@@ -173,12 +201,16 @@ def _metric_error(name: str, value: object) -> str | None:
         return "a metric name starts with a letter and has at most 64 letters, digits, '_', '.' or '-'"
     if isinstance(value, _NonFinite):
         return f"{value.literal} is not a finite number"
+    if isinstance(value, _LongInteger):
+        return f"is out of range: an integer of {value.digits} digits"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number, not {_json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return "is out of range (not a finite number)"
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        return "is out of range for an integer (64 bits); send it as a decimal number"
+    if not -MAX_METRIC_MAGNITUDE <= value < MAX_METRIC_MAGNITUDE:
+        if isinstance(value, int):
+            return "is out of range for an integer (64 bits)"
+        return f"is out of range: a metric value lies within ±{MAX_METRIC_MAGNITUDE:.3g}, the range of a 64-bit integer"
     return None
 
 
@@ -212,4 +244,5 @@ def _timestamp_parse(raw: object, *, now: datetime, limits: Limits) -> tuple[dat
         )
     if value < now - limits.max_age:
         return now, f"{raw!r} is older than the retention period ({limits.max_age.days} days)"
-    return value, None
+    # The same instant in UTC: ISO 8601 allows offsets up to ±23:59, PostgreSQL only up to ±15:59.
+    return value.astimezone(UTC), None

@@ -70,7 +70,8 @@ def action_config_validate(config: object) -> list[dict]:
     by_kind: dict[str, list[tuple[int, dict]]] = {}
     for index, action in enumerate(config):
         problems.extend((index, problem) for problem in _action_problems(action, where=f"[{index}]"))
-        if isinstance(action, dict) and action.get("type") in _reference_checks:
+        kind = action.get("type") if isinstance(action, dict) else None
+        if isinstance(kind, str) and kind in _reference_checks:
             by_kind.setdefault(action["type"], []).append((index, action))
     for kind, actions in by_kind.items():
         problems.extend(_reference_checks[kind](actions))

@@ -4,6 +4,7 @@ Every query is bounded by one device and a time range, so it is served by the sp
 `idx_telemetry_device_time` index and, on TimescaleDB, by chunk exclusion.
 """
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,15 @@ class Bucket:
     values: dict[str, float | int | None]
 
 
+def _json_number(value: Decimal | int | None) -> float | int | None:
+    """An aggregate as a JSON number: a double, or None beyond double's range (±1.8e308), which
+    only readings written past the ingest's bound can reach."""
+    if value is None or isinstance(value, int):
+        return value
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def telemetry_aggregate(
     *,
     device_id: UUID,
@@ -80,7 +90,12 @@ def telemetry_aggregate(
     engine: Literal["time_bucket", "date_bin"] | None = None,
 ) -> list[Bucket]:
     """Time-bucketed aggregates of one metric: `time_bucket` on TimescaleDB, `date_bin` on plain
-    PostgreSQL (same origin, same answers). Empty buckets are left out."""
+    PostgreSQL (same origin, same answers). Empty buckets are left out.
+
+    Computed in `numeric`, exactly: PostgreSQL's `avg` of `double precision` keeps a running sum
+    of squares that overflows (an error) on readings of about 1e154 and more, which rows from
+    before the ingest's bound, or written in SQL, may hold. JSON's number is `numeric` already,
+    so reading it as such is also cheaper than through text to `double precision`."""
     if not METRIC_NAME.fullmatch(metric):
         raise ValueError(f"invalid metric name {metric!r}")
     unknown = set(aggregates) - set(AGGREGATES)
@@ -97,7 +112,7 @@ def telemetry_aggregate(
     sql = f"""
         SELECT {bucket_sql} AS bucket, {columns}
         FROM (
-            SELECT "timestamp", (payload -> 'metrics' ->> %(metric)s)::double precision AS value
+            SELECT "timestamp", (payload -> 'metrics' -> %(metric)s)::numeric AS value
             FROM telemetry
             WHERE device_id = %(device_id)s AND "timestamp" >= %(start)s AND "timestamp" < %(end)s
               AND payload -> 'metrics' ? %(metric)s
@@ -116,7 +131,10 @@ def telemetry_aggregate(
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [Bucket(start=row[0], values=dict(zip(aggregates, row[1:], strict=True))) for row in cursor]
+        return [
+            Bucket(start=row[0], values={name: _json_number(v) for name, v in zip(aggregates, row[1:], strict=True)})
+            for row in cursor
+        ]
 
 
 def telemetry_export_rows(

@@ -2,11 +2,10 @@
 bad input without writing."""
 
 import threading
-import time
 import uuid
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from iothub.devices.models import Device
@@ -15,6 +14,7 @@ from iothub.events.models import Event
 from iothub.notifications.models import NotificationDelivery, NotificationTemplate
 from iothub.rules.models import Rule
 from iothub.telemetry.models import Telemetry
+from tests.locks import wait_until_a_transaction_waits_for_ours
 
 URL = "/api/v1/devices/"
 
@@ -170,26 +170,12 @@ def test_duplicate_serial_number_created_concurrently_is_a_conflict_not_a_500(op
         Device.objects.create(device_type_id=new_device["device_type"], name="First", serial_number="VIB-SN-007")
         racer = threading.Thread(target=post_in_another_connection)
         racer.start()
-        _wait_until_a_transaction_waits_for_ours()
+        wait_until_a_transaction_waits_for_ours()
     racer.join(timeout=30)
 
     assert result["response"].status_code == 409
     assert "serial_number" in result["response"].json()["detail"]
     assert list(Device.objects.values_list("name", flat=True)) == ["First"]
-
-
-def _wait_until_a_transaction_waits_for_ours(timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
-                "AND transactionid = pg_current_xact_id()::xid"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the concurrent request never waited on the first insert")
 
 
 # --- update and delete ---------------------------------------------------------------------------

@@ -53,6 +53,35 @@ def test_schema_is_served_to_anonymous(anonymous_client, db):
     assert "/api/v1/devices/" in response.json()["paths"]
 
 
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+@pytest.mark.parametrize("credential", ["Token not-a-token", "Bearer not-a-device-token", "Basic Zm9vOmJhcg=="])
+def test_schema_and_docs_answer_whatever_credential_is_sent(anonymous_client, db, path, credential):
+    response = anonymous_client.get(path, HTTP_AUTHORIZATION=credential)
+
+    assert response.status_code == 200
+
+
+def test_every_refusal_of_the_user_api_is_documented_in_the_one_error_shape():
+    schema = _generated_schema()
+    assert schema["components"]["schemas"]["Error"]["properties"]["detail"] == {"type": "string"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path in ("/api/v1/telemetry/", "/api/v1/health/"):
+                continue  # devices' and probes' own authentication, each described by its view
+            responses = operation["responses"]
+            assert {"401", "403"} <= set(responses), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "415"} <= set(responses), (method, path)
+                assert list(operation["requestBody"]["content"]) == ["application/json"], (method, path)
+            for status, response in responses.items():
+                if status.startswith("4") and "DeliveryRetryConflict" not in str(response):
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Error"
+                    }, (method, path, status)
+
+
 @pytest.mark.parametrize("tag", ["script", "link"])
 def test_swagger_ui_assets_are_served_by_the_hub_not_a_cdn(anonymous_client, db, tag):
     page = anonymous_client.get("/api/docs/")

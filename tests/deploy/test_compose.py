@@ -9,8 +9,10 @@ import importlib.metadata
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,51 @@ def test_compose_healthchecks_check_the_database_and_the_worker_s_heartbeat(comp
         "--max-age",
         "120",
     ]
+
+
+HTTPS_VARIABLES = {
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+}
+
+
+def _check_deploy(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "iothub.settings",
+        **{name: value for name, value in environment.items() if name != "PROMETHEUS_MULTIPROC_DIR"},
+    }
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    return _run(command, env, cwd=ROOT)
+
+
+def test_the_compose_deployment_serves_https_only_and_check_deploy_is_clean_with_its_variables(compose):
+    # A key as `check --deploy` wants one: 50 characters or more, of many kinds.
+    key = secrets.token_urlsafe(64)
+    services = config(compose, SECRET_KEY=key, ALLOWED_HOSTS="hub.example.com")["services"]
+    web = services["web"]["environment"]
+    for name in ("web", "worker", "migrate"):
+        assert set(services[name]["environment"]) >= HTTPS_VARIABLES, name
+    assert web["SECURE_SSL_REDIRECT"] == "true"
+    assert web["SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto: https"
+    assert int(web["SECURE_HSTS_SECONDS"]) >= 31536000
+
+    clean = _check_deploy(web)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "no issues" in clean.stdout
+
+    # ... and the check is not blind: without those variables it warns and fails.
+    plain = _check_deploy({name: value for name, value in web.items() if name not in HTTPS_VARIABLES})
+    assert plain.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in plain.stderr, plain.stderr
+
+
+def test_https_can_be_turned_off_for_a_plain_http_trial(compose):
+    web = config(compose, SECRET_KEY="k" * 50, SECURE_SSL_REDIRECT="false")["services"]["web"]["environment"]
+    assert web["SECURE_SSL_REDIRECT"] == "false"

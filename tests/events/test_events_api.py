@@ -82,6 +82,29 @@ def test_filters_status_severity_device_rule_and_time_range(viewer_client, rule,
     assert ids(viewer_client, f"?start={start}&end={end}".replace("+", "%2B")) == [b.id]
 
 
+def test_start_and_end_with_an_offset_postgresql_cannot_store_filter_by_the_same_instant(viewer_client, rule):
+    # ISO 8601 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+    now = timezone.now().replace(microsecond=0)
+    a = raise_event(rule, at=now - timedelta(hours=3))
+    b = raise_event(rule, at=now - timedelta(hours=2))
+    plus_17 = timezone.get_fixed_timezone(17 * 60)
+    minus_17 = timezone.get_fixed_timezone(-17 * 60)
+    start = (now - timedelta(hours=2, minutes=30)).astimezone(plus_17).isoformat()
+    end = (now - timedelta(hours=1)).astimezone(minus_17).isoformat()
+    assert "+17:00" in start and "-17:00" in end
+
+    assert ids(viewer_client, f"?start={start}".replace("+", "%2B")) == [b.id]
+    assert ids(viewer_client, f"?end={end}") == [b.id, a.id]
+
+
+@pytest.mark.parametrize("field", ["start", "end"])
+def test_a_time_filter_outside_the_calendar_once_in_utc_is_a_400_naming_it(viewer_client, field):
+    response = viewer_client.get(URL, {field: "0001-01-01T00:00:00+01:00"})
+
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+
+
 def test_an_invalid_filter_value_is_a_400_naming_it(viewer_client):
     response = viewer_client.get(URL + "?status=lost")
 

@@ -215,10 +215,55 @@ def test_an_integer_beyond_64_bits_is_refused(anonymous_client, token):
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("nothing_written")
+def test_an_integer_with_thousands_of_digits_is_refused_naming_the_metric(anonymous_client, token):
+    # Python refuses to convert integers of more than 4300 digits (a guard against slow parsing).
+    raw = '{"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"counter": DIGITS}}'
+    response = post(anonymous_client, token, raw.replace("DIGITS", "9" * 5000))
+    assert_refused(response, 400, "metrics.counter", contains="out of range")
+    assert len(response.content) < 1000
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("nothing_written")
+def test_json_nested_deeper_than_the_parser_goes_is_refused(anonymous_client, token):
+    response = post(anonymous_client, token, "[" * 100_000 + "]" * 100_000)
+    assert_refused(response, 400, "body", contains="nested")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("nothing_written")
+@pytest.mark.parametrize("field", ["version", "serial_number"])
+def test_a_deeply_nested_value_in_a_field_is_refused_with_a_short_message(anonymous_client, token, field):
+    body = json.dumps(message()).replace(
+        '"VIB-SN-001"' if field == "serial_number" else '"0.0.1"', "[" * 900 + "]" * 900
+    )
+    response = post(anonymous_client, token, body)
+    assert_refused(response, 400, field, contains="must be a string")
+    assert len(response.content) < 1000
+
+
+@pytest.mark.django_db
 def test_the_largest_64_bit_integer_is_stored_exactly(anonymous_client, token, device):
     raw = '{"version": "0.0.1", "serial_number": "VIB-SN-001", "metrics": {"counter": 9223372036854775807}}'
     assert post(anonymous_client, token, raw).status_code == 201
     assert Telemetry.objects.get(device=device).payload["metrics"]["counter"] == 2**63 - 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hours", [17, -17, 23])
+def test_a_timestamp_with_an_offset_postgresql_cannot_store_is_stored_as_the_same_instant(
+    anonymous_client, token, device, hours
+):
+    # ISO 8601 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+    instant = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+    sent = instant.astimezone(timezone.get_fixed_timezone(hours * 60)).isoformat()
+
+    response = post(anonymous_client, token, {**message(), "timestamp": sent})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["readings"][0]["timestamp"] == instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert Telemetry.objects.get(device=device).timestamp == instant
 
 
 @pytest.mark.django_db

@@ -1,12 +1,14 @@
 """Each channel against a real server on loopback: what arrives, and how failures are recorded.
 The worker's engine sends (on connections of its own): the tests commit."""
 
+import asyncio
 import socket
 
 import pytest
 from standardwebhooks import Webhook
 
 from iothub.events.models import Event
+from iothub.notifications.channels.webhook import AddressRefused, _check_literal, _GuardedResolver
 from iothub.notifications.delivery import DeliveryOutbox, idempotency_key
 from iothub.notifications.models import NotificationDelivery
 from tests.notifications.conftest import WEBHOOK_SECRET
@@ -222,3 +224,23 @@ def test_private_addresses_are_refused_where_the_connection_is_made(
     assert webhook_receiver.received == []
     entry = Event.objects.get(id=delivery.event_id).execution_results[0]
     assert (entry["status"], entry["sent_count"], entry["failed_count"]) == ("completed", 0, 1)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "::7f00:1", "::ffff:0:7f00:1", "64:ff9b::a00:1", "fec0::1"])
+def test_a_private_ipv4_inside_ipv6_is_refused_before_connecting(settings, address):
+    # No database, no server: both guards refuse before a socket is opened (a connection attempt
+    # would fail with another error, e.g. the network being unreachable): the address written in the
+    # URL, and the same address as the session's resolver hands it to the connector.
+    settings.IOTHUB_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(AddressRefused, match="private, loopback or link-local"):
+        _check_literal(f"http://[{address}]:80/hooks")
+
+    async def resolve():
+        resolver = _GuardedResolver()  # aiohttp's resolver wants a running loop
+        try:
+            return await resolver.resolve(address, 80, socket.AF_INET6)
+        finally:
+            await resolver.close()
+
+    with pytest.raises(AddressRefused, match="private, loopback or link-local"):
+        asyncio.run(resolve())

@@ -33,6 +33,9 @@ def test_parses_the_specs_example():
     ("entry", "says"),
     [
         ({"type": "fax", "number": "1"}, r"\[0\].type: must be one of email, sms, webhook"),
+        # JSON that is not a string where a kind is expected (found by the schemathesis run: a 500).
+        ({"type": {}, "url": "https://example.com"}, r"\[0\].type: must be one of email, sms, webhook"),
+        ({"type": ["email"], "address": "a@b.co"}, r"\[0\].type: must be one of email, sms, webhook"),
         ({"type": "email", "address": "a@b.co", "cc": "x"}, r"\[0\]: unknown key\(s\) cc"),
         ({"type": "email", "phone": "+380501234567"}, r"\[0\]: unknown key\(s\) phone"),
         ({"type": "email"}, r"\[0\].address: required"),
@@ -108,7 +111,27 @@ def test_merge_keeps_the_first_of_each_recipient_and_its_order():
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),
         ("::ffff:10.0.0.1", False),
+        # A private IPv4 address inside an IPv6 one, in every form that carries one:
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 (RFC 6052) of 169.254.169.254, the cloud metadata
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64 (RFC 8215)
+        ("::7f00:1", False),  # IPv4-compatible ::127.0.0.1 (deprecated)
+        ("::ffff:0:7f00:1", False),  # IPv4-translated (SIIT) 127.0.0.1
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("fec0::1", False),  # site-local (deprecated, RFC 3879), still routed inside some networks
+        # ... and a public IPv4 address inside one is as public as the address itself.
+        ("64:ff9b::808:808", True),
+        ("::ffff:8.8.8.8", True),
     ],
 )
 def test_which_addresses_are_public(address, public):
     assert ip_is_public(ipaddress.ip_address(address)) is public
+
+
+@pytest.mark.parametrize(
+    "host", ["[64:ff9b::a9fe:a9fe]", "[::7f00:1]", "[::ffff:0:7f00:1]", "[64:ff9b::a00:1]", "[fec0::1]"]
+)
+def test_webhook_urls_with_a_private_ipv4_inside_ipv6_are_refused_when_saved(host):
+    with pytest.raises(RecipientError, match=r"\[0\].url: .* is a private or loopback address"):
+        recipients_parse([{"type": "webhook", "url": f"http://{host}:8080/hook"}])

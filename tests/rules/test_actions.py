@@ -52,6 +52,8 @@ def test_recipients_may_be_objects_shaped_like_the_templates(template):
         (["stop"], "[0]: must be an object"),
         ([{"type": "reboot"}], "[0].type: 'reboot' is not a known action"),
         ([{"machine_id": "M-1"}], "[0].type: None is not a known action"),
+        ([{"machine_id": "", "type": {}}], "[0].type: {} is not a known action"),
+        ([{"type": ["notification"]}], "[0].type: ['notification'] is not a known action"),
         ([{"type": "stop_machine"}], "[0].machine_id: is required"),
         ([{"type": "stop_machine", "machine_id": ""}], "[0].machine_id: must be a non-empty string"),
         ([{"type": "stop_machine", "machine_id": "   "}], "[0].machine_id: must be a non-empty string"),

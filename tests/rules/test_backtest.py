@@ -147,6 +147,8 @@ def test_the_scan_is_capped_and_says_so(operator_client, device, hour_of_reading
         ({"cooldown_minutes": -5}, "cooldown_minutes", "greater than or equal to 0"),
         ({"metric": "bad name"}, "metric", "is not a metric name"),
         ({"first": 1000}, "first", "less than or equal to 100"),
+        # The default start, 7 days before `end`, would be before year 1.
+        ({"end": "0001-01-02T00:00:00Z"}, "end", "too early"),
     ],
 )
 def test_invalid_parameters_are_a_400_naming_the_field(operator_client, device, body, field, fragment):

@@ -85,6 +85,15 @@ def test_raw_readings_can_come_oldest_first_and_within_a_range(viewer_client, de
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("params", [{"ordering": "timestamp"}, {"ordering": "-id,x"}, {"search": "x"}])
+def test_raw_readings_ignore_the_list_parameters_they_do_not_take(viewer_client, device, stored, params):
+    # Ordered by `order` and a cursor only (found by the schemathesis run: `ordering` was a 500).
+    response = viewer_client.get(url(device), {"from": iso(at(-1)), "to": iso(at(10)), **params})
+    assert response.status_code == 200, response.content
+    assert [r["id"] for r in response.json()["results"]] == list(reversed(stored))
+
+
+@pytest.mark.django_db
 def test_raw_readings_page_through_a_cursor_without_gaps_or_repeats(viewer_client, device, stored):
     seen, next_url = [], url(device) + f"?from={BASE - timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}&page_size=2"
     pages = 0
@@ -184,6 +193,40 @@ def test_aggregate_query_errors_name_the_parameter(viewer_client, device, params
 def test_raw_query_errors_name_the_parameter(viewer_client, device, params, field):
     response = viewer_client.get(url(device), params)
     assert response.status_code == 400
+    assert field in response.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("suffix", ["", "aggregate/", "export/"])
+def test_from_and_to_with_an_offset_postgresql_cannot_store_select_the_same_instants(
+    viewer_client, device, stored, suffix
+):
+    # ISO 8601 allows offsets up to ±23:59; PostgreSQL's timestamptz input stops at ±15:59.
+    start = at(1).astimezone(timezone.get_fixed_timezone(17 * 60)).isoformat()
+    end = at(3).astimezone(timezone.get_fixed_timezone(-17 * 60)).isoformat()
+    response = viewer_client.get(url(device, suffix), {"from": start, "to": end, "bucket": "1m", "order": "asc"})
+    assert response.status_code == 200, response.content
+    if suffix == "":
+        assert [r["id"] for r in response.json()["results"]] == stored[2:5]
+    elif suffix == "aggregate/":
+        assert [b["count"] for b in response.json()["buckets"]] == [2, 1]
+    else:
+        assert len(list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))) == 1 + 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("suffix", ["", "aggregate/", "export/"])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"to": "0001-01-01T00:00:00Z"}, "to"),  # the default `from`, 24 hours earlier, is before year 1
+        ({"from": "0001-01-01T00:00:00+01:00"}, "from"),
+        ({"to": "9999-12-31T23:00:00-17:00"}, "to"),
+    ],
+)
+def test_a_range_outside_the_calendar_is_a_400_naming_the_parameter(viewer_client, device, suffix, params, field):
+    response = viewer_client.get(url(device, suffix), params)
+    assert response.status_code == 400, response.content
     assert field in response.json()
 
 
