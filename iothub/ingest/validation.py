@@ -11,10 +11,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from iothub.telemetry.services import NewReading
 
 SUPPORTED_VERSIONS = ("0.0.1",)
 MESSAGE_FIELDS = ("version", "serial_number", "metrics", "timestamp")
+_MESSAGE_FIELDS = frozenset(MESSAGE_FIELDS)
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 MAX_METRICS_PER_MESSAGE = 100
 MAX_ERRORS_REPORTED = 20
@@ -79,6 +82,14 @@ def _parse_int(text: str) -> int | _LongInteger:
 
 
 def decode_body(body: bytes) -> object:
+    # orjson first: a tenth of the standard library's time. It refuses what the standard library
+    # would take or name more precisely (NaN, integers beyond 64 bits, UTF-16, nesting beyond its
+    # limit, lone surrogates): those bodies go through the standard library, whose outcome is the
+    # same as before this fast path.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body, parse_constant=_NonFinite, parse_int=_parse_int)
     except UnicodeDecodeError:
@@ -144,7 +155,7 @@ def _message_validate(
         return None, [FieldError("message", "must be a JSON object", index)]
     errors: list[FieldError] = []
 
-    unknown = sorted(set(message) - set(MESSAGE_FIELDS))
+    unknown = [] if _MESSAGE_FIELDS.issuperset(message) else sorted(set(message) - _MESSAGE_FIELDS)
     if unknown:
         errors.append(FieldError(unknown[0], f"unknown field; a message has only {', '.join(MESSAGE_FIELDS)}", index))
 
@@ -196,9 +207,18 @@ def _message_validate(
     return NewReading(timestamp=timestamp, payload=payload), []
 
 
+# Metric names seen valid: a fleet reports a few dozen names, millions of times.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_KEPT = 10_000
+
+
 def _metric_error(name: str, value: object) -> str | None:
+    if type(value) is float and name in _VALID_NAMES and -MAX_METRIC_MAGNITUDE <= value < MAX_METRIC_MAGNITUDE:
+        return None  # the common case, decided without the checks below (NaN fails the comparison)
     if not METRIC_NAME.fullmatch(name):
         return "a metric name starts with a letter and has at most 64 letters, digits, '_', '.' or '-'"
+    if len(_VALID_NAMES) < _VALID_NAMES_KEPT:
+        _VALID_NAMES.add(name)
     if isinstance(value, _NonFinite):
         return f"{value.literal} is not a finite number"
     if isinstance(value, _LongInteger):
