@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -186,8 +186,7 @@ def devices_mark_inactive(*, silent_for: timedelta, now: datetime | None = None)
     )
 
 
-@dataclass(frozen=True)
-class ReadingSeen:
+class ReadingSeen(NamedTuple):
     """What a device's state keeps of one stored reading: its row id, its time, its metrics."""
 
     telemetry_id: int

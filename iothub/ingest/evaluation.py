@@ -29,7 +29,7 @@ from iothub.events.services import RESULT_PENDING, event_raise, rule_actions
 from iothub.machines.services import machine_command_enqueue
 from iothub.notifications.services import notification_deliveries_enqueue
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE
-from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal, reading_matches
+from iothub.rules.conditions import condition_matches, cooldown_blocks, metric_decimal, reading_matcher
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
 from iothub.rules.services import rule_trigger_claim
@@ -48,13 +48,12 @@ def readings_may_trigger(*, device: Device, readings: Sequence[NewReading], rule
     evaluated = 0
     for rule in rules:
         metric = rule.metric or primary_metric
+        matches = reading_matcher(operator=rule.operator, threshold=rule.threshold)
         for reading in readings:
             raw = reading.metrics.get(metric)
             if raw is None:
                 continue
-            if reading_matches(operator=rule.operator, raw=raw, threshold=rule.threshold) and not _cooling_down(
-                rule, reading.timestamp
-            ):
+            if matches(raw) and not _cooling_down(rule, reading.timestamp):
                 return True
             evaluated += 1
     metrics.rules_evaluated(evaluated)

@@ -67,6 +67,24 @@ def condition_matches(*, operator: str, value: Decimal, threshold: Decimal) -> b
 _FLOAT_MARGIN = 1e-12
 
 
+def reading_matcher(*, operator: str, threshold: Decimal) -> Callable[[object], bool]:
+    """`reading_matches` for one operator and threshold, with what it works out once worked out
+    once: for a rule checked against every reading of a batch."""
+    try:
+        compare = OPERATORS[operator]
+    except KeyError:
+        raise ValueError(f"unknown operator {operator!r}; expected one of {', '.join(OPERATORS)}") from None
+    limit = float(threshold)
+    margin = _FLOAT_MARGIN * max(abs(limit), 1.0)
+
+    def matches(raw: object) -> bool:
+        if type(raw) is float and abs(raw - limit) > margin + _FLOAT_MARGIN * abs(raw):
+            return compare(raw, limit)
+        return reading_matches(operator=operator, raw=raw, threshold=threshold)
+
+    return matches
+
+
 def reading_matches(*, operator: str, raw: object, threshold: Decimal) -> bool:
     """Whether a reading's raw JSON value satisfies the condition: `metric_decimal` then
     `condition_matches`, the same answer, but without building a Decimal for a float reading far

@@ -13,6 +13,7 @@ from iothub.rules.conditions import (
     cooldown_blocks,
     decimal_text,
     metric_decimal,
+    reading_matcher,
     reading_matches,
 )
 from iothub.rules.models import Operator
@@ -125,6 +126,7 @@ def test_the_fast_comparison_of_a_raw_reading_is_the_exact_one(operator, thresho
     threshold, raw = threshold_and_raw
     exact = condition_matches(operator=operator, value=metric_decimal(raw), threshold=threshold)
     assert reading_matches(operator=operator, raw=raw, threshold=threshold) == exact
+    assert reading_matcher(operator=operator, threshold=threshold)(raw) == exact
 
 
 @pytest.mark.parametrize("raw", [None, True, [16], float("nan"), float("inf")])
