@@ -21,6 +21,7 @@ The broker sends at most IOTHUB_MQTT_RECEIVE_MAXIMUM messages unacknowledged: wh
 down the consumer holds that many and the rest wait at the broker, in the session.
 """
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -238,12 +239,10 @@ class MqttConsumer:
 
     def _submit(self, flight: _Flight) -> None:
         flight.attempts += 1
-        self.writer.submit(flight.request).add_done_callback(lambda future: self._finish(flight, future))
+        self.writer.submit_then(flight.request, functools.partial(self._finish, flight))
 
-    def _finish(self, flight: _Flight, future) -> None:
-        try:
-            outcome: Outcome = future.result()
-        except Exception as error:  # the writer logged it; the batch wrote nothing
+    def _finish(self, flight: _Flight, outcome: Outcome | None, error: BaseException | None) -> None:
+        if error is not None:  # the writer logged it; the batch wrote nothing
             outcome = Failed(str(error))
         if isinstance(outcome, Accepted):
             if outcome.replayed:

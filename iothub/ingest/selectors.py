@@ -62,10 +62,14 @@ def senders_get(*, token_hashes: Collection[str] = (), serial_numbers: Collectio
         return Senders(by_token_hash, by_serial_number)
     rows = execute_prepared(_SENDERS_SQL, {"token_hashes": list(token_hashes), "serial_numbers": list(serial_numbers)})
     current: Sender | None = None
+    types: dict = {}  # a fleet has few types: each built once per lookup
     for row in rows:
         if current is None or current.device.id != row[1]:
             device = model_from_row(Device, row[1 : 1 + len(_DEVICE)], _DEVICE_FIELDS)
-            device.device_type = model_from_row(DeviceType, row[1 + len(_DEVICE) : _RULE_START], _TYPE_FIELDS)
+            type_id = row[1 + len(_DEVICE)]
+            if type_id not in types:
+                types[type_id] = model_from_row(DeviceType, row[1 + len(_DEVICE) : _RULE_START], _TYPE_FIELDS)
+            device.device_type = types[type_id]
             current = Sender(device=device, rules=[])
             if row[0] is not None:
                 by_token_hash[row[0]] = current

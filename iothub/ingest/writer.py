@@ -34,6 +34,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import psycopg
@@ -78,6 +79,13 @@ class IngestWriter:
         self._start()
         self._queue.put((request, future))
         return future
+
+    def submit_then(self, request: IngestRequest, done: Callable[[Outcome | None, BaseException | None], None]) -> None:
+        """Queue a request; `done(outcome, None)` is called on the writer's thread after its batch
+        commits, or `done(None, error)` if the batch failed. For a door that needs no future per
+        request (the MQTT consumer): `done` must be quick and must not block."""
+        self._start()
+        self._queue.put((request, done))
 
     def submit_async(self, request: IngestRequest) -> "asyncio.Future[Outcome]":
         """As `submit`, for a caller on an event loop (the HTTP door), without a thread-safe future
@@ -181,12 +189,17 @@ class IngestWriter:
 
 
 def _settle(results: list) -> None:
-    """Set each future's outcome (or exception): thread-safe futures here, those of an event loop
-    in one call per loop."""
+    """Set each future's outcome (or exception): thread-safe futures and callbacks here, those of
+    an event loop in one call per loop."""
     by_loop = defaultdict(list)
     for future, outcome, error in results:
         if isinstance(future, asyncio.Future):
             by_loop[future.get_loop()].append((future, outcome, error))
+        elif not isinstance(future, Future):  # a callback (`submit_then`)
+            try:
+                future(outcome, error)
+            except Exception:
+                logger.exception("ingest writer: a request's callback failed")
         elif error is not None:
             future.set_exception(error)
         else:
