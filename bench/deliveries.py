@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-BENCH_DB = os.environ.get("IOTHUB_BENCH_DATABASE", "iothub_bench_deliveries")
+BENCH_DB = "iothub_bench_deliveries"
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 BENCH_ENV = {

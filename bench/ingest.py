@@ -4,10 +4,10 @@
     ./scripts/bench ingest --rules 3            # also (a) again with 3 rules per device, and the ratio
     ./scripts/bench ingest --messages 1000000   # then a million more messages, hub memory sampled
 
-It creates a scratch database `iothub_bench` (another with IOTHUB_BENCH_DATABASE) on the PostgreSQL
-at DATABASE_URL's server, with 1,000 devices, starts gunicorn with the production settings
-(gunicorn.conf.py), and measures with the lean load generator of bench/loadgen.py (raw keep-alive
-sockets, requests built beforehand, its own CPU reported):
+It creates a scratch database `iothub_bench` on the PostgreSQL at DATABASE_URL's server, with 1,000
+devices, starts gunicorn with the production settings (gunicorn.conf.py), and measures with the lean
+load generator of bench/loadgen.py (raw keep-alive sockets, requests built beforehand, its own CPU
+reported):
 
   (a)  single-message POSTs per second at saturation, 32 and 128 clients, with p50/p99 latency;
   (a') p50/p99 latency at fixed rates, 1,000 and 200 messages/s (open loop: latency counts from the
@@ -43,8 +43,7 @@ import loadgen
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-# The scratch database; another name lets two benchmarks share a server.
-BENCH_DB = os.environ.get("IOTHUB_BENCH_DATABASE", "iothub_bench")
+BENCH_DB = "iothub_bench"
 
 
 # --- Setup -----------------------------------------------------------------------------------------
