@@ -35,6 +35,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -145,6 +147,49 @@ Token.objects.create(user=user)
     print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
 
 
+# --- Device-ordered chunks ---------------------------------------------------------------------------
+
+
+def reorder(db, env: dict, ordinary, hz, end: datetime) -> None:
+    """The worker's task (`telemetry_reorder_chunks`) on every closed chunk, while another connection
+    reads an ordinary device's day in the oldest chunk and inserts a reading into the open chunk,
+    every 50 ms: their slowest answers say how long the reorder held either up."""
+    probe = psycopg.connect(db.info.dsn, autocommit=True)
+    oldest = db.execute(
+        "SELECT range_start FROM timescaledb_information.chunks WHERE hypertable_name = 'telemetry' "
+        "ORDER BY range_start LIMIT 1"
+    ).fetchone()[0]
+    reads, inserts = [], []
+    script = "from iothub.telemetry.chunks import telemetry_reorder_chunks; print(telemetry_reorder_chunks())"
+    started = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    while worker.poll() is None:
+        t = time.perf_counter()
+        probe.execute(
+            'SELECT count(*) FROM telemetry WHERE device_id = %s AND "timestamp" >= %s AND "timestamp" < %s',
+            [ordinary, oldest + timedelta(days=2), oldest + timedelta(days=3)],
+        ).fetchone()
+        reads.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        probe.execute(
+            """INSERT INTO telemetry (device_id, "timestamp", payload) VALUES (%s, %s, '{"metrics": {}}')""",
+            [hz, end + timedelta(seconds=len(inserts) + 1)],
+        )
+        inserts.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.05)
+    done = worker.stdout.read().strip()
+    probe.execute('DELETE FROM telemetry WHERE device_id = %s AND "timestamp" > %s', [hz, end])
+    probe.close()
+    print(
+        f"reordered {done} closed chunks in {time.perf_counter() - started:.0f} s; meanwhile, reads of a day in the "
+        f"oldest chunk p50 {statistics.median(reads):.1f} ms, slowest {max(reads):.0f} ms; inserts into the open chunk "
+        f"p50 {statistics.median(inserts):.1f} ms, slowest {max(inserts):.0f} ms ({len(reads)} of each)",
+        flush=True,
+    )
+
+
 # --- Measuring ----------------------------------------------------------------------------------------
 
 
@@ -209,6 +254,11 @@ def main() -> None:
     parser.add_argument("--export-days", type=float, default=7.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8093)
+    parser.add_argument(
+        "--reorder",
+        action="store_true",
+        help="first reorder the closed chunks as the worker does, timing reads and inserts meanwhile",
+    )
     args = parser.parse_args()
     hz_days = args.hz_days if args.hz_days is not None else 30 * min(1.0, args.readings / 10_000_000)
 
@@ -248,6 +298,9 @@ def main() -> None:
     ).fetchone()
     hz_rows = db.execute("SELECT count(*) FROM telemetry WHERE device_id = %s", [hz]).fetchone()[0]
     print(f"database {args.database}: ~{rows:,} readings in {chunks} chunks; the 1 Hz device {hz_rows:,}", flush=True)
+
+    if args.reorder:
+        reorder(db, env, ordinary, hz, end)
 
     hub = start_hub(env, port=args.port, workers=args.workers, threads=None)
     print(f"hub: gunicorn -c gunicorn.conf.py, {args.workers} processes, on {hub.url}", flush=True)

@@ -21,6 +21,9 @@ waits for the pass rather than miss the rows it moved. A chunk done is recorded 
 comment (`REORDERED`), so it is done once, and the record goes with the chunk when retention drops
 it. Readings written into a chunk after its reorder are not reordered.
 
+Under the community licence none of this runs: `setup_timescaledb` adds TimescaleDB's reorder
+policy on the same index, and compression (segmented by device) takes over after 30 days.
+
 Closed: the chunk's time range ended `IOTHUB_TELEMETRY_REORDER_AFTER_HOURS` ago (readings stamped
 that long ago are rare). Plain PostgreSQL has no chunks, so there is nothing to do there.
 """
@@ -32,7 +35,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from iothub.telemetry.timescale import TABLE, timescale_enabled
+from iothub.telemetry.timescale import TABLE, timescale_enabled, timescale_state
 
 REORDERED = "iothub: rows in (device_id, timestamp) order"
 ORDER = 'device_id, "timestamp"'
@@ -107,7 +110,10 @@ def chunk_reorder(chunk: Chunk) -> None:
 
 
 def telemetry_reorder_chunks(*, now: datetime | None = None) -> int:
-    """Reorder every closed chunk not yet reordered; how many were."""
+    """Reorder every closed chunk not yet reordered; how many were. Nothing under the community
+    licence, where TimescaleDB's reorder policy and compression (by device) do it."""
+    if not timescale_enabled() or timescale_state().has_policies:
+        return 0
     todo = chunks_to_reorder(now=now)
     for chunk in todo:
         chunk_reorder(chunk)
@@ -129,6 +135,8 @@ def chunk_order_report(*, now: datetime | None = None) -> str:
     """One line for `setup_timescaledb`: how many chunks are in device order."""
     if not timescale_enabled():
         return "device-ordered chunks: none (telemetry is a plain table, without chunks)"
+    if timescale_state().has_policies:
+        return "device-ordered chunks: by TimescaleDB's reorder policy and compression"
     counts = chunk_order_counts(now=now)
     return (
         f"device-ordered chunks: {counts['reordered']} reordered by (device_id, timestamp), {counts['waiting']} "
