@@ -398,7 +398,7 @@ def main() -> None:
                 ),
             )
         measure("dashboard 30-day view (page + its charts at once)", *dashboard(hub.url, hz, end, db, url))
-        export(client, db, hub, hz, end, args, results)
+        exported = export(client, db, hub, hz, end, args)
     finally:
         client.close()
         hub.stop()
@@ -407,6 +407,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for timing in results:
         print(timing.row())
+    print()
+    for line in exported:
+        print(line)
 
 
 def dashboard(hub_url: str, device, end: datetime, db, url: str):
@@ -461,7 +464,7 @@ def dashboard(hub_url: str, device, end: datetime, db, url: str):
     return load, floor
 
 
-def export(client, db, hub, device, end: datetime, args, results: list[Timing]) -> None:
+def export(client, db, hub, device, end: datetime, args) -> list[str]:
     """CSV export rows per second, the hub's against COPY's, and the hub's memory meanwhile."""
     start = end - timedelta(days=args.export_days)
     metrics = ["vibration", "operating_hours", "pressure", "temperature"]
@@ -511,16 +514,15 @@ def export(client, db, hub, device, end: datetime, args, results: list[Timing]) 
     sampling.set()
     watcher.join()
     api_rate, sql_rate = statistics.median(rates["api"]), statistics.median(rates["sql"])
-    print(
-        f"  CSV export, {args.export_days:g} days of the 1 Hz device ({rows:,} rows): API {api_rate:,.0f} rows/s, "
+    lines = [
+        f"CSV export, {args.export_days:g} days of the 1 Hz device ({rows:,} rows): API {api_rate:,.0f} rows/s, "
         f"COPY TO STDOUT {sql_rate:,.0f} rows/s, API/COPY {api_rate / sql_rate:.2f} (median of 3)",
-        flush=True,
-    )
-    print(
-        "  hub processes' resident memory (MB), before the export / peak during it: "
+        "hub processes' resident memory (MB), before the export / peak during it: "
         + ", ".join(f"{before[p] / 1024:.0f} / {peak.get(p, 0) / 1024:.0f}" for p in before),
-        flush=True,
-    )
+    ]
+    for line in lines:
+        print("  " + line, flush=True)
+    return lines
 
 
 if __name__ == "__main__":
