@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.utils import timezone
 
-from iothub.telemetry.timescale import TABLE, timescale_enabled, timescale_state
+from iothub.telemetry.timescale import TABLE, retention_period, timescale_enabled, timescale_state
 
 REORDERED = "iothub: rows in (device_id, timestamp) order"
 ORDER = 'device_id, "timestamp"'
@@ -67,9 +67,12 @@ def telemetry_chunks() -> list[Chunk]:
 
 
 def chunks_to_reorder(*, now: datetime | None = None) -> list[Chunk]:
-    """Closed chunks not yet reordered, oldest first."""
-    closed_before = (now or timezone.now()) - reorder_after()
-    return [c for c in telemetry_chunks() if not c.reordered and c.range_end <= closed_before]
+    """Closed chunks not yet reordered, oldest first; not those retention is about to drop (its
+    exclusive lock would wait for the rewrite, and every read of the chunk behind it)."""
+    now = now or timezone.now()
+    closed_before = now - reorder_after()
+    dropped_before = now - retention_period()
+    return [c for c in telemetry_chunks() if not c.reordered and dropped_before < c.range_end <= closed_before]
 
 
 def _rewrite_sorted(cursor, chunk: str) -> None:

@@ -158,3 +158,10 @@ def test_metrics_count_the_chunks_by_state(fleet):
     assert 'iothub_telemetry_chunks{state="reordered"} 1.0' in body
     assert 'iothub_telemetry_chunks{state="waiting"} 0.0' in body
     assert 'iothub_telemetry_chunks{state="open"} 1.0' in body
+
+
+def test_a_chunk_retention_is_about_to_drop_is_left_alone(fleet, settings):
+    settings.IOTHUB_TELEMETRY_RETENTION_DAYS = 30  # the chunk of 60 days ago goes at retention's next turn
+
+    assert chunks_to_reorder() == []
+    assert telemetry_reorder_chunks() == 0
