@@ -179,7 +179,7 @@ def reorder(db, env: dict, ordinary, hz, end: datetime) -> None:
         )
         inserts.append((time.perf_counter() - t) * 1000)
         time.sleep(0.05)
-    done = worker.stdout.read().strip()
+    done = worker.stdout.read().split()[-1]  # the shell may say more before the task's answer
     probe.execute('DELETE FROM telemetry WHERE device_id = %s AND "timestamp" > %s', [hz, end])
     probe.close()
     print(
