@@ -12,7 +12,11 @@ rewritten in place, by plain statements that take no lock beyond what ingest tak
    then the new ones; a late reading inserted meanwhile is not touched);
 2. VACUUM frees the old pages; a second pass like the first then fills them from the front, in
    order again, and VACUUM gives the emptied tail back to the file system (its truncation takes
-   the exclusive lock only if nobody waits for the chunk, for a moment);
+   the exclusive lock only if nobody waits for the chunk, for a moment). The few rows that found
+   no room in front (the free space map rounds) land at the very end of the file and would keep
+   the tail; they are moved once more, into the first free pages after the front. Each VACUUM
+   cleans the indexes even for a few dead rows (`INDEX_CLEANUP ON`): otherwise their line pointers
+   stay and the last page is not empty;
 3. REINDEX CONCURRENTLY rebuilds the chunk's indexes, which two passes would leave twice their
    size, without blocking reads or writes.
 
@@ -39,6 +43,8 @@ from iothub.telemetry.timescale import TABLE, retention_period, timescale_enable
 
 REORDERED = "iothub: rows in (device_id, timestamp) order"
 ORDER = 'device_id, "timestamp"'
+# Blocks of slack past the packed front before a row counts as a straggler (a page the FSM skipped).
+STRAGGLER_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ def chunks_to_reorder(*, now: datetime | None = None) -> list[Chunk]:
     return [c for c in telemetry_chunks() if not c.reordered and dropped_before < c.range_end <= closed_before]
 
 
-def _rewrite_sorted(cursor, chunk: str) -> None:
+def _rewrite_sorted(cursor, chunk: str, *, from_block: int = 0) -> None:
+    """Delete the chunk's rows (those from block `from_block` on) and insert them again, sorted."""
     cursor.execute("BEGIN")
     try:
         # chunk is a name from the catalog, quoted by format('%I.%I').
@@ -84,13 +91,26 @@ def _rewrite_sorted(cursor, chunk: str) -> None:
             "ORDER BY id FOR KEY SHARE"
         )
         cursor.execute(
-            f"WITH moved AS (DELETE FROM {chunk} RETURNING *) "  # noqa: S608
-            f"INSERT INTO {chunk} SELECT * FROM moved ORDER BY {ORDER}"
+            f"WITH moved AS (DELETE FROM {chunk} WHERE ctid >= %s::tid RETURNING *) "  # noqa: S608
+            f"INSERT INTO {chunk} SELECT * FROM moved ORDER BY {ORDER}",
+            [f"({from_block},0)"],
         )
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
+
+
+def _stragglers_from(cursor, chunk: str) -> int | None:
+    """The first block past the rows the second pass packed at the front, when some rows lie beyond
+    it: those that found no room in front went to the end of the file, where they keep VACUUM from
+    giving the emptied pages back. None when there are none."""
+    cursor.execute(
+        f"SELECT count(DISTINCT (ctid::text::point)[0]), max((ctid::text::point)[0]) FROM {chunk}"  # noqa: S608
+    )
+    used, last = cursor.fetchone()
+    front = int(used or 0) + STRAGGLER_SLACK
+    return front if last is not None and last >= front else None
 
 
 def chunk_reorder(chunk: Chunk) -> None:
@@ -105,7 +125,11 @@ def chunk_reorder(chunk: Chunk) -> None:
         with own.cursor() as cursor:
             for _ in range(2):
                 _rewrite_sorted(cursor, chunk.name)
-                cursor.execute(f"VACUUM {chunk.name}")
+                cursor.execute(f"VACUUM (INDEX_CLEANUP ON) {chunk.name}")
+            stragglers = _stragglers_from(cursor, chunk.name)
+            if stragglers is not None:
+                _rewrite_sorted(cursor, chunk.name, from_block=stragglers)
+                cursor.execute(f"VACUUM (INDEX_CLEANUP ON) {chunk.name}")
             cursor.execute(f"REINDEX TABLE CONCURRENTLY {chunk.name}")
             cursor.execute(f"COMMENT ON TABLE {chunk.name} IS %s", [REORDERED])
     finally:

@@ -60,6 +60,12 @@ def rows(chunk: str) -> list[tuple]:
         return cursor.fetchall()
 
 
+def pages(chunk: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", [chunk])
+        return cursor.fetchone()[0]
+
+
 def in_device_order(found: list[tuple]) -> bool:
     keys = [(str(device_id), at) for _, device_id, at, _ in found]
     return keys == sorted(keys)
@@ -67,7 +73,7 @@ def in_device_order(found: list[tuple]) -> bool:
 
 def test_a_closed_chunk_is_rewritten_in_device_order_once_with_its_rows_unchanged(fleet):
     old, current = chunk_of(OLD), chunk_of(timezone.now())
-    before = rows(old)
+    before, size = rows(old), pages(old)
     assert not in_device_order(before)  # interleaved, as readings arrive
 
     assert [c.name for c in chunks_to_reorder()] == [old]  # the open chunk waits
@@ -77,6 +83,7 @@ def test_a_closed_chunk_is_rewritten_in_device_order_once_with_its_rows_unchange
     after = rows(old)
     assert in_device_order(after)
     assert sorted(after) == sorted(before)
+    assert pages(old) <= size + 1  # the rewrite's pages given back
     with connection.cursor() as cursor:
         cursor.execute("SELECT obj_description(%s::regclass, 'pg_class')", [old])
         assert cursor.fetchone()[0] == REORDERED
