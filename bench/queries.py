@@ -190,6 +190,25 @@ def reorder(db, env: dict, ordinary, hz, end: datetime) -> None:
     )
 
 
+def pages_per_week(db, device, end: datetime) -> None:
+    """How many heap pages hold an ordinary device's readings of one week: in the newest chunk
+    (arrival order) and in the closed chunk of 30 days before (reordered or not)."""
+    for label, at in (("newest", end - timedelta(days=1)), ("30 days before", end - timedelta(days=30))):
+        chunk, reordered = db.execute(
+            "SELECT format('%%I.%%I', chunk_schema, chunk_name), "
+            "obj_description(format('%%I.%%I', chunk_schema, chunk_name)::regclass, 'pg_class') IS NOT NULL "
+            "FROM timescaledb_information.chunks WHERE hypertable_name = 'telemetry' "
+            "AND range_start <= %s AND %s < range_end",
+            [at, at],
+        ).fetchone()
+        readings, pages = db.execute(
+            f"SELECT count(*), count(DISTINCT (ctid::text::point)[0]) FROM {chunk} WHERE device_id = %s",  # noqa: S608
+            [device],
+        ).fetchone()
+        state = "reordered" if reordered else "in arrival order"
+        print(f"an ordinary device in the {label} chunk ({state}): {readings:,} readings on {pages:,} pages")
+
+
 # --- Measuring ----------------------------------------------------------------------------------------
 
 
@@ -301,6 +320,7 @@ def main() -> None:
 
     if args.reorder:
         reorder(db, env, ordinary, hz, end)
+    pages_per_week(db, ordinary, end)
 
     hub = start_hub(env, port=args.port, workers=args.workers, threads=None)
     print(f"hub: gunicorn -c gunicorn.conf.py, {args.workers} processes, on {hub.url}", flush=True)
