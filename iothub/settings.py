@@ -305,6 +305,9 @@ IOTHUB_INGEST_MAX_BODY_BYTES = env_int("IOTHUB_INGEST_MAX_BODY_BYTES", 1024 * 10
 IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0))
 # Telemetry older than this is dropped (by TimescaleDB's policy job, or by the worker).
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
+# A telemetry chunk whose time range ended this long ago is closed: the worker rewrites it once in
+# (device_id, timestamp) order (docs/timescaledb.md, "Device-ordered chunks").
+IOTHUB_TELEMETRY_REORDER_AFTER_HOURS = env_int("IOTHUB_TELEMETRY_REORDER_AFTER_HOURS", 24, minimum=0)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
 # How long the answer to a request sent with an Idempotency-Key is kept for its retries.
@@ -427,6 +430,7 @@ IOTHUB_WORKER_BATCH_SIZE = env_int("IOTHUB_WORKER_BATCH_SIZE", 16, minimum=1)
 # How often the worker runs its periodic tasks.
 IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
+IOTHUB_WORKER_REORDER_CHECK_SECONDS = env_int("IOTHUB_WORKER_REORDER_CHECK_SECONDS", 3600, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # The dashboard (docs/dashboard.md)

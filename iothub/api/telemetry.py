@@ -4,6 +4,8 @@ All under `/api/v1/devices/{id}/telemetry/`; users with any role may read.
 """
 
 import csv
+import io
+import itertools
 import math
 import re
 from datetime import timedelta
@@ -27,7 +29,7 @@ from iothub.telemetry.selectors import (
     MAX_BUCKETS,
     METRIC_NAME,
     telemetry_aggregate,
-    telemetry_export_rows,
+    telemetry_export_csv,
     telemetry_range,
 )
 
@@ -277,13 +279,6 @@ class TelemetryAggregateView(APIView):
         )
 
 
-class _Echo:
-    """A file-like object whose write returns the line, so csv.writer can feed a stream."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 class TelemetryExportView(APIView):
     @extend_schema(
         tags=["telemetry"],
@@ -298,16 +293,13 @@ class TelemetryExportView(APIView):
         device = _device(device_id)
         query = parse_query(ExportQuery, request)
         metrics = query.get("metric") or _reported_metrics(device)
-        rows = telemetry_export_rows(device_id=device.id, start=query["start"], end=query["end"], metrics=metrics)
-        writer = csv.writer(_Echo())
-
-        def lines():
-            yield writer.writerow(["timestamp", "telemetry_id", *metrics])
-            for timestamp, row_id, *values in rows:
-                yield writer.writerow([timestamp.isoformat(), row_id, *("" if v is None else v for v in values)])
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(["timestamp", "telemetry_id", *metrics])
+        body = telemetry_export_csv(device_id=device.id, start=query["start"], end=query["end"], metrics=metrics)
+        lines = itertools.chain([header.getvalue().encode()], body)
 
         filename = f"{device.serial_number}_{query['start']:%Y%m%dT%H%M%S}_{query['end']:%Y%m%dT%H%M%S}.csv"
-        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{_safe_filename(filename)}"'
         return response
 

@@ -15,6 +15,14 @@ def device_list() -> QuerySet[Device]:
     return Device.objects.select_related("device_type").order_by("name", "id")
 
 
+def device_list_columns(*fields: str) -> QuerySet[Device]:
+    """`device_list` reading only these columns of the device (by field name) and not its type:
+    for a list that shows a few columns of many devices, without decoding the others (the
+    `latest_metrics` JSON, the credential hashes) or building a DeviceType per row."""
+    columns = [Device._meta.get_field(name).attname for name in fields]
+    return Device.objects.only(*columns).order_by("name", "id")
+
+
 def device_get_by_token(*, token: str) -> Device | None:
     """The device this bearer token belongs to, with its type; None for an unknown or revoked one.
 

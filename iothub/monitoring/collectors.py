@@ -8,7 +8,8 @@ reads, not one query per request. Each query below reads an index prefix or a sm
 - devices by status: the devices table (one row per machine, small);
 - open events by severity: `idx_event_status_time` (status first);
 - deliveries pending and failed by channel, and the oldest due one: `idx_notification_delivery_queue`
-  (status first), pending and failed rows only (sent ones, the bulk, are never counted).
+  (status first), pending and failed rows only (sent ones, the bulk, are never counted);
+- telemetry chunks by state: TimescaleDB's catalog of the hypertable's chunks (one per week).
 
 When the database does not answer, `/metrics` still answers with the counters, and
 `iothub_database_up` is 0.
@@ -19,6 +20,8 @@ import time
 
 from django.db import DatabaseError, connection
 from prometheus_client.core import GaugeMetricFamily
+
+from iothub.telemetry.chunks import chunk_order_counts
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class HubStateCollector:
             events = dict(cursor.fetchall())
             cursor.execute(_DELIVERIES_SQL)
             deliveries = cursor.fetchall()
+        chunks = chunk_order_counts()
 
         device_family = GaugeMetricFamily("iothub_devices", "Devices by status.", labels=["status"])
         for status in sorted(set(DEVICE_STATUSES) | set(devices)):
@@ -100,4 +104,12 @@ class HubStateCollector:
             "How long the oldest due delivery has been waiting for the worker (0 when none is due).",
         )
         age.add_metric([], round(oldest_due or 0.0, 3))
-        return [device_family, event_family, queue, failed, age]
+        chunk_family = GaugeMetricFamily(
+            "iothub_telemetry_chunks",
+            "Telemetry chunks by state: reordered by (device_id, timestamp), waiting (closed, not yet reordered), "
+            "open (may still be written). None on plain PostgreSQL.",
+            labels=["state"],
+        )
+        for state, count in chunks.items():
+            chunk_family.add_metric([state], count)
+        return [device_family, event_family, queue, failed, age, chunk_family]

@@ -9,6 +9,7 @@ Three situations, each handled and reported, none silently:
   aggregates use `date_bin` instead of `time_bucket`.
 """
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from django.utils import timezone
 TABLE = "telemetry"
 TIME_COLUMN = "timestamp"
 GIN_INDEX = "idx_telemetry_payload_gin"
+DEVICE_TIME_INDEX = "idx_telemetry_device_time"
 CHUNK_INTERVAL = timedelta(days=7)
 COMPRESS_AFTER = timedelta(days=30)
 
@@ -92,8 +94,40 @@ def timescale_state() -> TimescaleState:
         )
 
 
+# Whether telemetry is a hypertable, per database this process talks to (see timescale_enabled).
+_enabled: dict[tuple, tuple[bool, float]] = {}  # (answer, time.monotonic() when asked)
+_NOT_ENABLED_RECHECK = 60.0  # seconds
+
+
+def _database_key() -> tuple:
+    db = connection.settings_dict
+    return (db["HOST"], db["PORT"], db["NAME"])
+
+
 def timescale_enabled() -> bool:
-    """Whether telemetry is a hypertable in this database (so `time_bucket` and `drop_chunks` work)."""
+    """Whether telemetry is a hypertable in this database (so `time_bucket` and `drop_chunks` work).
+
+    Asked of the catalog once per process and database, not on every query. A "yes" is kept: the
+    hypertable goes only with the table itself (dropping the extension drops it). A "no" is asked
+    again after a minute, since `setup_timescaledb` may make the hypertable from another process;
+    until then the plain-PostgreSQL path answers the same (`date_bin` on the same origin), only
+    more slowly. `timescale_setup` in this process forgets both at once.
+    """
+    key = _database_key()
+    known = _enabled.get(key)
+    if known and (known[0] or time.monotonic() < known[1] + _NOT_ENABLED_RECHECK):
+        return known[0]
+    enabled = _timescale_enabled_in_catalog()
+    _enabled[key] = (enabled, time.monotonic())
+    return enabled
+
+
+def timescale_forget() -> None:
+    """Forget what timescale_enabled learnt, so that its next call asks the catalog."""
+    _enabled.clear()
+
+
+def _timescale_enabled_in_catalog() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') "
@@ -111,6 +145,13 @@ def timescale_setup() -> list[str]:
     Idempotent: each step checks the catalog first. Returns one line per step, saying what was
     done and the resulting state, so that two runs report the same state.
     """
+    try:
+        return _timescale_setup()
+    finally:
+        timescale_forget()  # what it made (or found) is asked of the catalog again
+
+
+def _timescale_setup() -> list[str]:
     report: list[str] = []
     retention = retention_period()
     with transaction.atomic():
@@ -135,6 +176,7 @@ def timescale_setup() -> list[str]:
         report.append(_ensure_gin_index(state))
         if state.has_policies:
             report.append(_ensure_compression(state))
+            report.append(_ensure_reorder_policy())
             report.append(_ensure_retention_policy(state, retention))
         else:
             report.append(
@@ -192,6 +234,14 @@ def _ensure_compression(state: TimescaleState) -> str:
             [TABLE, _interval_days(COMPRESS_AFTER)],
         )
     return f"compression after {COMPRESS_AFTER.days} days: policy created"
+
+
+def _ensure_reorder_policy() -> str:
+    """TimescaleDB's own reorder of closed chunks by the device-time index (community licence);
+    the Apache build has none, and the hub's worker does it instead (`iothub/telemetry/chunks.py`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT add_reorder_policy(%s::regclass, %s, if_not_exists => TRUE)", [TABLE, DEVICE_TIME_INDEX])
+    return f"reorder of closed chunks by {DEVICE_TIME_INDEX}: policy present"
 
 
 def _ensure_retention_policy(state: TimescaleState, retention: timedelta) -> str:

@@ -20,6 +20,7 @@ from iothub.devices.services import devices_mark_inactive
 from iothub.machines.outbox import MachineCommandOutbox
 from iothub.notifications.delivery import DeliveryOutbox
 from iothub.outbox import Outbox
+from iothub.telemetry.chunks import telemetry_reorder_chunks
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 logger = logging.getLogger(__name__)
@@ -68,5 +69,10 @@ def periodic_jobs() -> list[PeriodicJob]:
             "telemetry_retention",
             every=timedelta(seconds=settings.IOTHUB_WORKER_RETENTION_CHECK_SECONDS),
             task=telemetry_apply_retention,
+        ),
+        PeriodicJob(
+            "telemetry_chunk_reorder",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_REORDER_CHECK_SECONDS),
+            task=telemetry_reorder_chunks,
         ),
     ]

@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from iothub.devices.services import device_create
@@ -80,6 +82,20 @@ def test_filters_status_severity_device_rule_and_time_range(viewer_client, rule,
     start = (now - timedelta(hours=2, minutes=30)).isoformat()
     end = (now - timedelta(hours=1)).isoformat()
     assert ids(viewer_client, f"?start={start}&end={end}".replace("+", "%2B")) == [b.id]
+
+
+@pytest.mark.parametrize("query", ["?status=new&status=acknowledged", "?severity=critical&severity=info"])
+def test_status_and_severity_filters_read_the_events_without_distinct(viewer_client, rule, query):
+    # A DISTINCT over every column (JSON included) sorts the whole filtered set: 40x slower on a
+    # large table than the plain indexed read.
+    raise_event(rule, status="new", severity="critical")
+    raise_event(rule, status="acknowledged", severity="info")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert len(ids(viewer_client, query)) == 2
+
+    event_reads = [q["sql"] for q in queries if 'FROM "events"' in q["sql"]]
+    assert event_reads and not any("DISTINCT" in sql.upper() for sql in event_reads)
 
 
 def test_start_and_end_with_an_offset_postgresql_cannot_store_filter_by_the_same_instant(viewer_client, rule):

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from psycopg import sql
 
@@ -132,3 +133,57 @@ def test_retention_on_plain_postgresql_deletes_the_old_rows(device, settings, mo
 
     assert telemetry_apply_retention() == 2
     assert Telemetry.objects.count() == 1
+
+
+CATALOG = ("pg_extension", "timescaledb_information")
+
+
+def catalog_queries(queries) -> list[str]:
+    return [q["sql"] for q in queries if any(name in q["sql"] for name in CATALOG)]
+
+
+@pytest.mark.django_db
+def test_whether_timescaledb_is_on_is_asked_of_the_catalog_once_per_process():
+    timescale.timescale_forget()
+    with CaptureQueriesContext(connection) as first:
+        assert timescale.timescale_enabled()
+    with CaptureQueriesContext(connection) as later:
+        assert timescale.timescale_enabled() and timescale.timescale_enabled()
+
+    assert catalog_queries(first)
+    assert catalog_queries(later) == []
+
+
+@pytest.mark.django_db
+def test_aggregate_calls_do_not_ask_the_catalog(viewer_client, device):
+    url = f"/api/v1/devices/{device.id}/telemetry/aggregate/"
+    assert viewer_client.get(url).status_code == 200
+    with CaptureQueriesContext(connection) as later:
+        for _ in range(3):
+            assert viewer_client.get(url).status_code == 200
+
+    assert catalog_queries(later) == []
+
+
+@pytest.mark.django_db
+def test_setup_makes_the_next_question_go_to_the_catalog_again():
+    assert timescale.timescale_enabled()
+    timescale.timescale_setup()
+    with CaptureQueriesContext(connection) as queries:
+        assert timescale.timescale_enabled()
+    assert catalog_queries(queries)
+
+
+@pytest.mark.django_db
+def test_a_database_without_the_hypertable_is_asked_again_after_a_while(monkeypatch):
+    asked = []
+    monkeypatch.setattr(timescale, "_timescale_enabled_in_catalog", lambda: asked.append(1) or False)
+    timescale.timescale_forget()
+    try:
+        assert not timescale.timescale_enabled() and not timescale.timescale_enabled()
+        assert len(asked) == 1  # within the minute, the answer is kept
+        monkeypatch.setattr(timescale, "_NOT_ENABLED_RECHECK", 0.0)  # the minute has passed
+        assert not timescale.timescale_enabled()
+        assert len(asked) == 2
+    finally:
+        timescale.timescale_forget()

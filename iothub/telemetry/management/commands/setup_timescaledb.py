@@ -5,6 +5,7 @@ Idempotent; prints one line per step with what it did and the resulting state.
 
 from django.core.management.base import BaseCommand
 
+from iothub.telemetry.chunks import chunk_order_report
 from iothub.telemetry.timescale import timescale_setup
 
 
@@ -17,3 +18,4 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         for line in timescale_setup():
             self.stdout.write(line)
+        self.stdout.write(chunk_order_report())
