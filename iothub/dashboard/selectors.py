@@ -15,8 +15,11 @@ from django.utils import timezone
 
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 from iothub.events.models import Event, EventStatus
-from iothub.notifications.models import DeliveryStatus, NotificationDelivery
-from iothub.rules.conditions import OPERATOR_SYMBOLS
+from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
+from iothub.notifications.selectors import event_with_context_relations, notification_context
+from iothub.notifications.templating import SAMPLE_CONTEXT, template_render
+from iothub.rules.backtest import BacktestResult, rule_backtest
+from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS
 from iothub.rules.models import Rule, Severity
 from iothub.telemetry.models import Telemetry
 
@@ -270,3 +273,79 @@ def event_page_get(*, event_id: int) -> EventPage:
         reading = Telemetry.objects.filter(id=event.telemetry_id, device_id=event.rule.device_id).first()
     deliveries = list(event.deliveries.select_related("template").order_by("created_at", "id"))
     return EventPage(event=event, reading=reading, deliveries=deliveries)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules and notification templates
+# ------------------------------------------------------------------------------------------------
+def rule_rows(*, device: UUID | None = None) -> QuerySet[Rule]:
+    """Rules by name, each with how many of its events are open (one grouped count, on the events'
+    rule index)."""
+    queryset = Rule.objects.select_related("device__device_type").order_by("name", "id")
+    if device:
+        queryset = queryset.filter(device_id=device)
+    return queryset.annotate(open_events=Count("events", filter=Q(events__status__in=OPEN_EVENT_STATUSES)))
+
+
+def rule_filter_choices() -> dict:
+    return {"devices": list(Device.objects.order_by("name").values_list("id", "name"))}
+
+
+@dataclass(frozen=True)
+class RulePage:
+    rule: Rule
+    metric: str  # the metric the rule reads
+    open_events: int
+    events: list[Event]
+
+
+def rule_page_get(*, rule_id: UUID, events_limit: int = 10) -> RulePage:
+    rule = Rule.objects.select_related("device__device_type").get(id=rule_id)
+    events = list(_events().filter(rule=rule).order_by("-timestamp", "-id")[:events_limit])
+    return RulePage(
+        rule=rule,
+        metric=_rule_metric(rule, rule.device.device_type.metric_name),
+        open_events=rule.events.filter(status__in=OPEN_EVENT_STATUSES).count(),
+        events=events,
+    )
+
+
+def rule_draft_backtest(*, rule: Rule, span: timedelta, now: datetime | None = None) -> BacktestResult:
+    """What a rule as drafted in a form (saved or not) would have raised on the device's readings
+    stored over the last `span`, as the API's backtest replays them."""
+    end = now or timezone.now()
+    cooldown = DEFAULT_COOLDOWN_MINUTES if rule.cooldown_minutes is None else rule.cooldown_minutes
+    return rule_backtest(
+        device_id=rule.device_id,
+        metric=_rule_metric(rule, rule.device.device_type.metric_name),
+        operator=rule.operator,
+        threshold=rule.threshold,
+        cooldown_minutes=cooldown,
+        start=end - span,
+        end=end,
+    )
+
+
+def template_rows() -> QuerySet[NotificationTemplate]:
+    return NotificationTemplate.objects.order_by("name", "id")
+
+
+def template_choices() -> list[tuple[int, str]]:
+    """Active templates, for the rule form's hint on `template_id`."""
+    return list(NotificationTemplate.objects.filter(is_active=True).order_by("name").values_list("id", "name"))
+
+
+@dataclass(frozen=True)
+class TemplatePreview:
+    rendered: str
+    event_id: int | None  # None: the sample event
+
+
+def template_preview(*, text: str, event_id: int | None = None) -> TemplatePreview:
+    """A template's text rendered as a delivery would carry it, for an event or for the sample
+    event; raises Event.DoesNotExist for an unknown event."""
+    if event_id is None:
+        context = SAMPLE_CONTEXT
+    else:
+        context = notification_context(event=event_with_context_relations(event_id=event_id))
+    return TemplatePreview(rendered=template_render(text, context), event_id=event_id)
