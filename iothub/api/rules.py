@@ -5,6 +5,7 @@ for `action_config`, shared with the admin) and writes (`iothub.rules.services`)
 """
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
@@ -19,12 +20,17 @@ from iothub.api.filters import range_start
 from iothub.rules.actions import action_config_validate
 from iothub.rules.backtest import MAX_FIRST_EVENTS, MAX_MATCHES, MAX_RANGE, rule_backtest
 from iothub.rules.models import Operator, Rule
-from iothub.rules.selectors import rule_list
+from iothub.rules.selectors import rule_list, rule_state_view
 from iothub.rules.services import (
+    ALARM_FIELDS,
     DEFAULT_COOLDOWN_MINUTES,
     MAX_COOLDOWN_MINUTES,
+    MAX_DURATION_SECONDS,
+    MAX_REMINDER_LIMIT,
+    MAX_REMINDER_MINUTES,
     METRIC_NAME,
     RuleHasEvents,
+    escalation_problems,
     rule_create,
     rule_delete,
     rule_update,
@@ -84,6 +90,32 @@ _ACTION_SCHEMA = {
 }
 
 
+_ESCALATION_SCHEMA = {
+    "type": ["object", "null"],
+    "properties": {
+        "after_minutes": {"type": "integer", "minimum": 1, "maximum": MAX_REMINDER_MINUTES},
+        "template_id": {"type": "integer", "description": "An active notification template."},
+    },
+    "required": ["after_minutes", "template_id"],
+    "additionalProperties": False,
+    "example": {"after_minutes": 30, "template_id": 7},
+}
+
+
+@extend_schema_field(_ESCALATION_SCHEMA)
+class EscalationField(serializers.JSONField):
+    """`escalation`, validated by the domain's `escalation_problems`."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if data is None:
+            return None
+        problems = escalation_problems(data)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return data
+
+
 @extend_schema_field(_ACTION_SCHEMA)
 class ActionConfigField(serializers.JSONField):
     """`action_config`, validated by the domain's `action_config_validate`."""
@@ -94,6 +126,19 @@ class ActionConfigField(serializers.JSONField):
             return action_config_validate(data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict["action_config"]) from None
+
+
+_REQUIRED = "This field is required."
+_STATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "phase": {"type": "string", "enum": ["ok", "pending", "firing", "cleared"]},
+        "since": {"type": ["string", "null"], "format": "date-time"},
+        "last_reading_at": {"type": ["string", "null"], "format": "date-time"},
+        "open_event": {"type": ["integer", "null"]},
+    },
+    "required": ["phase", "since", "last_reading_at", "open_event"],
+}
 
 
 class RuleSerializer(serializers.ModelSerializer):
@@ -113,6 +158,74 @@ class RuleSerializer(serializers.ModelSerializer):
     )
     is_enabled = serializers.BooleanField(default=True, help_text="A disabled rule is not evaluated.")
     action_config = ActionConfigField(help_text="What the rule does when it triggers, in order.")
+    threshold = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=4,
+        required=False,
+        help_text="The value the metric is compared with. Required, except for a `nodata` rule (stored as 0).",
+    )
+    duration_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_DURATION_SECONDS,
+        default=0,
+        help_text="The condition must hold on every reading for this long (by the readings' timestamps) "
+        "before an event is raised; a reading that breaks it starts again. For `nodata`: how long without "
+        "a reading raises the event (required). 0: at once.",
+    )
+    clear_threshold = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=4,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Hysteresis: a reading is back on the safe side only when the condition no longer holds "
+        "against this value (gt/gte/lt/lte only; null: `threshold`).",
+    )
+    clear_duration_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_DURATION_SECONDS,
+        default=0,
+        help_text="How long readings must stay on the safe side before the rule counts as cleared.",
+    )
+    auto_resolve = serializers.BooleanField(
+        default=False, help_text="Resolve the rule's open event (by `system`) once the rule has cleared."
+    )
+    dedupe_while_open = serializers.BooleanField(
+        default=False,
+        help_text="One open event per rule: while it is new or acknowledged, breaches update it "
+        "(`occurrences`, `last_value`, `last_seen_at`) instead of raising another.",
+    )
+    reminder_minutes = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_REMINDER_MINUTES,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Send the rule's notifications again every this many minutes while its event is "
+        "unacknowledged. null: no reminders.",
+    )
+    reminder_limit = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_REMINDER_LIMIT,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="At most this many reminders per event. null: until acknowledged or resolved.",
+    )
+    escalation = EscalationField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Notify a second template if the event is still unacknowledged `after_minutes` after it was raised.",
+    )
+
+    state = serializers.SerializerMethodField(
+        help_text="Where the rule stands: `phase` ok, pending (the condition holds, not yet for "
+        "`duration_seconds`), firing (an event was raised) or cleared (back on the safe side while its "
+        "event is open); `since` when that phase began, by the readings' timestamps; `last_reading_at` "
+        "the newest reading judged; `open_event` the id of its open event. A rule without alarm options "
+        "keeps no state and reads ok."
+    )
 
     class Meta:
         model = Rule
@@ -128,11 +241,32 @@ class RuleSerializer(serializers.ModelSerializer):
             "cooldown_minutes",
             "is_enabled",
             "action_config",
+            *ALARM_FIELDS,
+            "state",
             "last_triggered_at",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["id", "last_triggered_at", "created_at", "updated_at"]
+
+    @extend_schema_field(_STATE_SCHEMA)
+    def get_state(self, rule: Rule) -> dict:
+        return rule_state_view(rule)
+
+    def to_internal_value(self, data):
+        # `threshold` is required unless the rule is a nodata rule, named with the other missing fields.
+        missing = not self.partial and isinstance(data, dict) and "threshold" not in data
+        if missing and data.get("operator") != Operator.NODATA:
+            try:
+                super().to_internal_value(data)
+            except serializers.ValidationError as exc:
+                exc.detail.setdefault("threshold", [_REQUIRED])
+                raise
+            raise serializers.ValidationError({"threshold": [_REQUIRED]})
+        attrs = super().to_internal_value(data)
+        if missing:
+            attrs["threshold"] = Decimal(0)  # the column is NOT NULL (the spec's); a nodata rule ignores it
+        return attrs
 
     def validate_metric(self, value: str | None) -> str | None:
         if not value:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from iothub.devices.models import Device
 from iothub.events.models import Event, EventStatus
-from iothub.rules.actions import NOTIFICATION, STOP_MACHINE, action_shape_problem
+from iothub.rules.actions import NOTIFICATION, STOP_MACHINE, action_shape_problem, rule_actions
 from iothub.rules.conditions import OPERATOR_SYMBOLS, decimal_text
 from iothub.rules.models import Rule
 from iothub.telemetry.services import StoredReading
@@ -41,11 +41,6 @@ def event_message(*, rule: Rule, device: Device, metric: str, value: Decimal, un
     condition = f"{OPERATOR_SYMBOLS[rule.operator]} {decimal_text(rule.threshold)}"
     where = f'"{device.name}"' + (f" ({device.location})" if device.location else "")
     return f'{reading} {condition} on {where}, rule "{rule.name}"'
-
-
-def rule_actions(rule: Rule) -> list:
-    """The rule's actions as stored; a non-list (written past the API by a SQL client) is none."""
-    return rule.action_config if isinstance(rule.action_config, list) else []
 
 
 def _initial_result(action: object) -> dict:

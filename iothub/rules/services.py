@@ -9,13 +9,29 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from iothub.devices.models import Device
-from iothub.rules.actions import action_config_validate
+from iothub.rules.actions import NOTIFICATION, action_config_validate, rule_actions
 from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES
-from iothub.rules.models import Rule, Severity
+from iothub.rules.models import Operator, Rule, Severity
 
 MAX_COOLDOWN_MINUTES = 366 * 24 * 60  # a year; longer is a disabled rule in disguise
 # A metric name as telemetry messages carry it (letters first; digits, `_`, `.`, `-` after).
 METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,49}")
+
+MAX_DURATION_SECONDS = 366 * 24 * 60 * 60
+MAX_REMINDER_MINUTES = MAX_COOLDOWN_MINUTES
+MAX_REMINDER_LIMIT = 1000
+# The alarm options (docs/rules.md), each optional, with the value that keeps the spec's behaviour.
+ALARM_DEFAULTS = {
+    "duration_seconds": 0,
+    "clear_threshold": None,
+    "clear_duration_seconds": 0,
+    "auto_resolve": False,
+    "dedupe_while_open": False,
+    "reminder_minutes": None,
+    "reminder_limit": None,
+    "escalation": None,
+}
+ALARM_FIELDS = tuple(ALARM_DEFAULTS)
 
 EDITABLE_FIELDS = (
     "device",
@@ -28,6 +44,7 @@ EDITABLE_FIELDS = (
     "cooldown_minutes",
     "is_enabled",
     "action_config",
+    *ALARM_FIELDS,
 )
 
 
@@ -48,8 +65,72 @@ def rule_clean(*, rule: Rule) -> None:
         action_config_validate(rule.action_config)
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    for name, problem in alarm_problems(rule):
+        errors.setdefault(name, []).append(problem)
     if errors:
         raise ValidationError(errors)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def alarm_problems(rule: Rule) -> list[tuple[str, str]]:
+    """The problems of a rule's alarm options, as (field, message) pairs; none for a rule that
+    leaves them at their defaults."""
+    problems: list[tuple[str, str]] = []
+    nodata = rule.operator == Operator.NODATA
+    for name, limit in (("duration_seconds", MAX_DURATION_SECONDS), ("clear_duration_seconds", MAX_DURATION_SECONDS)):
+        value = getattr(rule, name)
+        if not _whole(value) or not 0 <= value <= limit:
+            problems.append((name, f"must be a whole number of seconds between 0 and {limit}"))
+    if nodata and _whole(rule.duration_seconds) and rule.duration_seconds < 1:
+        problems.append(("duration_seconds", "a nodata rule needs it: how long without a reading raises the event"))
+    if rule.clear_threshold is not None:
+        if nodata or rule.operator in (Operator.EQ, Operator.NEQ):
+            problems.append(("clear_threshold", f"applies only to gt, gte, lt and lte rules, not {rule.operator}"))
+        elif rule.threshold is not None:
+            upward = rule.operator in (Operator.GT, Operator.GTE)
+            if upward and rule.clear_threshold > rule.threshold:
+                problems.append(("clear_threshold", "must not be above threshold: the safe side of a gt rule is below"))
+            if not upward and rule.clear_threshold < rule.threshold:
+                problems.append(
+                    ("clear_threshold", "must not be below threshold: the safe side of an lt rule is above")
+                )
+    if rule.reminder_minutes is not None:
+        if not _whole(rule.reminder_minutes) or not 1 <= rule.reminder_minutes <= MAX_REMINDER_MINUTES:
+            problems.append(("reminder_minutes", f"must be between 1 and {MAX_REMINDER_MINUTES}, or null"))
+        elif not any(isinstance(a, dict) and a.get("type") == NOTIFICATION for a in rule_actions(rule)):
+            problems.append(("reminder_minutes", "the rule has no notification action to send again"))
+    if rule.reminder_limit is not None:
+        if not _whole(rule.reminder_limit) or not 1 <= rule.reminder_limit <= MAX_REMINDER_LIMIT:
+            problems.append(("reminder_limit", f"must be between 1 and {MAX_REMINDER_LIMIT}, or null"))
+        elif rule.reminder_minutes is None:
+            problems.append(("reminder_limit", "needs reminder_minutes"))
+    if rule.escalation is not None:
+        problems.extend(("escalation", problem) for problem in escalation_problems(rule.escalation))
+    return problems
+
+
+def escalation_problems(escalation: object) -> list[str]:
+    """`escalation` is `{"after_minutes": 1.., "template_id": an active template}`."""
+    if not isinstance(escalation, dict):
+        return ['must be an object: {"after_minutes": 30, "template_id": 5}, or null']
+    problems = [f"{key}: is required" for key in ("after_minutes", "template_id") if key not in escalation]
+    problems += [
+        f"{key}: unknown key; it takes after_minutes, template_id"
+        for key in sorted(set(escalation) - {"after_minutes", "template_id"})
+    ]
+    minutes = escalation.get("after_minutes")
+    if "after_minutes" in escalation and (not _whole(minutes) or not 1 <= minutes <= MAX_REMINDER_MINUTES):
+        problems.append(f"after_minutes: must be between 1 and {MAX_REMINDER_MINUTES}")
+    if "template_id" in escalation:
+        action = {"type": NOTIFICATION, "template_id": escalation["template_id"]}
+        try:
+            action_config_validate([action])
+        except ValidationError as exc:
+            problems += [m.replace("[0].", "") for m in exc.message_dict["action_config"]]
+    return problems
 
 
 @transaction.atomic
@@ -65,7 +146,12 @@ def rule_create(
     severity: str = Severity.WARNING,
     cooldown_minutes: int = DEFAULT_COOLDOWN_MINUTES,
     is_enabled: bool = True,
+    **alarm,
 ) -> Rule:
+    """Create a rule; `alarm`: any of `ALARM_FIELDS` (docs/rules.md), the rest at their defaults."""
+    unknown = set(alarm) - set(ALARM_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown rule fields: {', '.join(sorted(unknown))}")
     rule = Rule(
         device=device,
         name=name,
@@ -77,6 +163,7 @@ def rule_create(
         severity=severity,
         cooldown_minutes=cooldown_minutes,
         is_enabled=is_enabled,
+        **{**ALARM_DEFAULTS, **alarm},
     )
     rule_clean(rule=rule)
     rule.save(force_insert=True)
