@@ -20,6 +20,7 @@ from iothub.api.notifications import NotificationTemplateSerializer
 from iothub.api.rules import RuleSerializer
 from iothub.notifications.models import NotificationTemplate
 from iothub.rules.models import Rule
+from iothub.rules.services import ALARM_FIELDS
 
 JSON_ATTRS = {"rows": 4, "spellcheck": "false", "class": "json"}
 
@@ -33,6 +34,21 @@ class SerializerValidatedForm(forms.ModelForm):
 
     serializer_class: type[serializers.ModelSerializer]
     use_required_attribute = False
+    # Titled groups of fields, for the page: (title, names); the fields left over come first.
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # What each field means is written once, for the API's schema; the form shows the same.
+        for name, target in self.serializer_class().fields.items():
+            if name in self.fields and not self.fields[name].help_text and target.help_text:
+                self.fields[name].help_text = target.help_text
+
+    def fieldsets(self) -> list[tuple[str | None, list]]:
+        grouped = {name for _, names in self.groups for name in names}
+        sets = [(None, [self[name] for name in self.fields if name not in grouped])]
+        sets += [(title, [self[name] for name in names if name in self.fields]) for title, names in self.groups]
+        return [(title, fields) for title, fields in sets if fields]
 
     def full_clean(self) -> None:
         self._errors = ErrorDict()
@@ -48,17 +64,23 @@ class SerializerValidatedForm(forms.ModelForm):
                 self.add_error(name if name in self.fields else None, [str(m) for m in _flat(messages)])
 
     def _posted(self):
-        """The posted data as the serializer should read a browser's form. Two things a browser
-        means differ from what DRF assumes: an unchecked checkbox is left out of the post, which
-        DRF reads as the field's default (true for `is_enabled`), so it is sent as false; and a
-        blank JSON box is parsed as JSON and fails, so it is left out, meaning "not given": the
-        serializer applies its default (null) or says the field is required."""
+        """The posted data as the serializer should read a browser's form. What a browser means
+        differs from what DRF assumes in three ways: an unchecked checkbox is left out of the post,
+        which DRF reads as the field's default (true for `is_enabled`), so it is sent as false; a
+        blank JSON box is parsed as JSON and fails; and a blank box of an optional field that
+        cannot be null is "not given". Those two are left out, as a JSON body would leave them
+        out: the serializer applies its default or says the field is required."""
         data = self.data.copy()
+        targets = self.serializer_class().fields
         for name, field in self.fields.items():
             if isinstance(field.widget, forms.CheckboxInput):
                 data[name] = "true" if field.widget.value_from_datadict(self.data, self.files, name) else "false"
-            elif isinstance(field, forms.JSONField) and not str(data.get(name, "")).strip():
-                data.pop(name, None)
+                continue
+            if name not in data or str(data.get(name)).strip():
+                continue
+            target = targets[name]
+            if isinstance(field, forms.JSONField) or not (target.required or target.allow_null):
+                data.pop(name)
         return data
 
     def add_service_error(self, error: ValidationError) -> None:
@@ -80,13 +102,13 @@ def _flat(messages) -> list:
 
 
 def writable_fields(serializer_class: type[serializers.ModelSerializer]) -> list[str]:
-    """The fields a client may write through the API: the form's fields."""
-    meta = serializer_class.Meta
-    return [name for name in meta.fields if name not in meta.read_only_fields]
+    """The fields a client may write through the API, in the API's order: the form's fields."""
+    return [name for name, field in serializer_class().fields.items() if not field.read_only]
 
 
 class RuleForm(SerializerValidatedForm):
     serializer_class = RuleSerializer
+    groups = (("Alarm options", ALARM_FIELDS),)
     # The spec's nullable `is_enabled` reads NULL as disabled: a checkbox, not a three-way choice.
     is_enabled = forms.BooleanField(required=False, initial=True, label="Enabled")
 
@@ -96,12 +118,14 @@ class RuleForm(SerializerValidatedForm):
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "action_config": forms.Textarea(attrs=JSON_ATTRS),
+            "escalation": forms.Textarea(attrs={**JSON_ATTRS, "rows": 1}),
         }
         help_texts = {
             "metric": "Empty: the device type's primary metric.",
             "cooldown_minutes": "Minimum time between two events of this rule; 0: every matching reading.",
             "action_config": 'A JSON list, e.g. [{"type": "notification", "template_id": 1}, '
             '{"type": "stop_machine", "machine_id": "M-123"}]',
+            "escalation": 'JSON, e.g. {"after_minutes": 30, "template_id": 2}; empty: no escalation.',
         }
 
 

@@ -19,8 +19,10 @@ from iothub.notifications.models import DeliveryStatus, NotificationDelivery, No
 from iothub.notifications.selectors import event_with_context_relations, notification_context
 from iothub.notifications.templating import SAMPLE_CONTEXT, template_render
 from iothub.rules.backtest import BacktestResult, rule_backtest
-from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS
+from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS, SQL_OPERATORS
 from iothub.rules.models import Rule, Severity
+from iothub.rules.selectors import rule_state_view
+from iothub.rules.services import ALARM_DEFAULTS
 from iothub.telemetry.models import Telemetry
 
 READINGS_WINDOW = timedelta(minutes=1)
@@ -295,35 +297,51 @@ def rule_filter_choices() -> dict:
 class RulePage:
     rule: Rule
     metric: str  # the metric the rule reads
+    state: dict  # as the API shows it: phase, since, last_reading_at, open_event
     open_events: int
     events: list[Event]
 
 
 def rule_page_get(*, rule_id: UUID, events_limit: int = 10) -> RulePage:
-    rule = Rule.objects.select_related("device__device_type").get(id=rule_id)
+    rule = Rule.objects.select_related("device__device_type", "state").get(id=rule_id)
     events = list(_events().filter(rule=rule).order_by("-timestamp", "-id")[:events_limit])
     return RulePage(
         rule=rule,
         metric=_rule_metric(rule, rule.device.device_type.metric_name),
+        state=rule_state_view(rule),
         open_events=rule.events.filter(status__in=OPEN_EVENT_STATUSES).count(),
         events=events,
     )
 
 
-def rule_draft_backtest(*, rule: Rule, span: timedelta, now: datetime | None = None) -> BacktestResult:
+@dataclass(frozen=True)
+class DraftBacktest:
+    result: BacktestResult | None  # None: the draft cannot be replayed (see `not_replayed`)
+    start: datetime
+    end: datetime
+    not_replayed: list[str]  # the draft's options the replay leaves out, by field name
+
+
+def rule_draft_backtest(*, rule: Rule, span: timedelta, now: datetime | None = None) -> DraftBacktest:
     """What a rule as drafted in a form (saved or not) would have raised on the device's readings
-    stored over the last `span`, as the API's backtest replays them."""
+    stored over the last `span`, as the API's backtest replays them: the condition and the
+    cooldown. Alarm options the replay does not cover yet are named, not silently dropped."""
     end = now or timezone.now()
+    start = end - span
+    not_replayed = [name for name, default in ALARM_DEFAULTS.items() if getattr(rule, name) != default]
+    if rule.operator not in SQL_OPERATORS:  # nodata: the worker's timer, not a comparison
+        return DraftBacktest(result=None, start=start, end=end, not_replayed=["operator", *not_replayed])
     cooldown = DEFAULT_COOLDOWN_MINUTES if rule.cooldown_minutes is None else rule.cooldown_minutes
-    return rule_backtest(
+    result = rule_backtest(
         device_id=rule.device_id,
         metric=_rule_metric(rule, rule.device.device_type.metric_name),
         operator=rule.operator,
         threshold=rule.threshold,
         cooldown_minutes=cooldown,
-        start=end - span,
+        start=start,
         end=end,
     )
+    return DraftBacktest(result=result, start=start, end=end, not_replayed=not_replayed)
 
 
 def template_rows() -> QuerySet[NotificationTemplate]:

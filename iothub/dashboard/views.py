@@ -18,7 +18,6 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -280,14 +279,13 @@ def rule_detail(request, rule_id):
 
 def _rule_form(request, form: RuleForm, *, rule: Rule | None, page: selectors.RulePage | None = None):
     backtest_range = BacktestRangeForm(request.POST or None)
-    preview = preview_end = None
+    preview = None
     if request.method == "POST" and form.is_valid():
         if "preview" in request.POST:
             draft = copy(rule) if rule else Rule()
             for name, value in form.cleaned_data.items():
                 setattr(draft, name, value)
-            preview_end = timezone.now()
-            preview = selectors.rule_draft_backtest(rule=draft, span=backtest_range.span(), now=preview_end)
+            preview = selectors.rule_draft_backtest(rule=draft, span=backtest_range.span())
         else:
             try:
                 data = form.cleaned_data
@@ -307,8 +305,6 @@ def _rule_form(request, form: RuleForm, *, rule: Rule | None, page: selectors.Ru
             page=page,
             backtest_range=backtest_range,
             preview=preview,
-            preview_start=preview_end and preview_end - backtest_range.span(),
-            preview_end=preview_end,
             templates=selectors.template_choices(),
         ),
         status=_form_status(request, form),

@@ -3,14 +3,17 @@ disable; bad input is refused naming the field and writes nothing; viewers read 
 on the server; drafts are previewed (a backtest, a rendered message) without being saved."""
 
 import json
+import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.test import Client
 
+from iothub.events.models import Event
 from iothub.notifications.models import NotificationTemplate
 from iothub.notifications.services import notification_template_create
-from iothub.rules.models import Rule
+from iothub.rules.models import Rule, RuleState
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +52,7 @@ def template_post(**changes) -> dict:
 
 def errors_named(response) -> set[str]:
     """The fields the page names as wrong (`data-error-for` in the form's error summary)."""
-    return set(__import__("re").findall(r'data-error-for="([a-z_]+)"', response.content.decode()))
+    return set(re.findall(r'data-error-for="([a-z_]+)"', response.content.decode()))
 
 
 # --- Rules: create, edit, enable, disable -----------------------------------------------------------
@@ -71,7 +74,8 @@ def test_operator_creates_a_rule(operator_web, device):
 
 
 def test_operator_edits_a_rule_and_an_unchecked_box_disables_it(operator_web, device, rule):
-    response = operator_web.post(f"/rules/{rule.id}/", rule_post(device, name="Renamed", threshold="20", is_enabled=None))
+    edited = rule_post(device, name="Renamed", threshold="20", is_enabled=None)
+    response = operator_web.post(f"/rules/{rule.id}/", edited)
 
     assert response.status_code == 302
     rule.refresh_from_db()
@@ -137,15 +141,13 @@ def test_a_bad_edit_changes_nothing(operator_web, device, rule):
         {"severity": "apocalyptic", "name": ""},
     ],
 )
-def test_the_form_refuses_what_the_api_refuses_naming_the_same_fields(
-    operator_web, operator_client, device, changes
-):
+def test_the_form_refuses_what_the_api_refuses_naming_the_same_fields(operator_web, operator_client, device, changes):
     form = operator_web.post("/rules/new/", rule_post(device, **changes))
     body = rule_post(device, **changes)
     body["is_enabled"] = True
-    body["action_config"] = json.loads(body["action_config"]) if body["action_config"].startswith("[{\"") else body[
-        "action_config"
-    ]
+    body["action_config"] = (
+        json.loads(body["action_config"]) if body["action_config"].startswith('[{"') else body["action_config"]
+    )
     api = operator_client.post("/api/v1/rules/", body, format="json")
 
     assert (form.status_code, api.status_code) == (400, 400)
@@ -288,3 +290,124 @@ def test_viewer_sees_a_template_read_only_with_its_preview_and_cannot_post(viewe
 def test_lists_are_for_every_role_and_offer_new_only_to_operators(viewer_web, operator_web, path, rule):
     assert "New " not in viewer_web.get(path).content.decode().split("<main", 1)[1]
     assert "New " in operator_web.get(path).content.decode()
+
+
+# --- The alarm options ------------------------------------------------------------------------------
+
+
+def test_operator_creates_a_rule_with_the_alarm_options(operator_web, device):
+    template = notification_template_create(name="Ops", message_template="{device_name}", recipients=[])
+    options = {
+        "duration_seconds": "120",
+        "clear_threshold": "5",
+        "clear_duration_seconds": "60",
+        "auto_resolve": "on",
+        "dedupe_while_open": "on",
+        "reminder_minutes": "30",
+        "reminder_limit": "3",
+        "escalation": json.dumps({"after_minutes": 60, "template_id": template.id}),
+        "action_config": json.dumps([{"type": "notification", "template_id": template.id}]),
+    }
+
+    response = operator_web.post("/rules/new/", rule_post(device, **options))
+
+    assert response.status_code == 302
+    rule = Rule.objects.get()
+    assert (rule.duration_seconds, rule.clear_threshold, rule.clear_duration_seconds) == (120, Decimal("5"), 60)
+    assert (rule.auto_resolve, rule.dedupe_while_open) == (True, True)
+    assert (rule.reminder_minutes, rule.reminder_limit) == (30, 3)
+    assert rule.escalation == {"after_minutes": 60, "template_id": template.id}
+
+
+def test_blank_alarm_options_keep_the_defaults_and_an_edit_clears_them(operator_web, device):
+    operator_web.post("/rules/new/", rule_post(device, duration_seconds="", clear_threshold="", escalation=""))
+    rule = Rule.objects.get()
+    assert (rule.duration_seconds, rule.clear_threshold, rule.escalation, rule.auto_resolve) == (0, None, None, False)
+
+    operator_web.post(f"/rules/{rule.id}/", rule_post(device, clear_threshold="4", metric="temperature"))
+    operator_web.post(f"/rules/{rule.id}/", rule_post(device, clear_threshold="", metric=""))
+    rule.refresh_from_db()
+    assert (rule.clear_threshold, rule.metric) == (None, None)
+
+
+def test_a_nodata_rule_needs_no_threshold_and_is_not_backtested(operator_web, device, hour_of_readings):
+    draft = rule_post(device, operator="nodata", threshold="", duration_seconds="600")
+
+    preview = operator_web.post("/rules/new/", {**draft, "preview": "1"}).content.decode()
+    saved = operator_web.post("/rules/new/", draft)
+
+    assert 'data-testid="backtest-unavailable"' in preview
+    assert saved.status_code == 302
+    assert Rule.objects.get().operator == "nodata"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"clear_threshold": "6"}, "clear_threshold", "must not be above threshold"),
+        ({"operator": "nodata", "threshold": "", "duration_seconds": "0"}, "duration_seconds", "a nodata rule needs"),
+        ({"reminder_minutes": "10"}, "reminder_minutes", "no notification action"),
+        ({"reminder_limit": "2"}, "reminder_limit", "needs reminder_minutes"),
+        ({"escalation": '{"after_minutes": 5}'}, "escalation", "template_id: is required"),
+        ({"escalation": "{"}, "escalation", "Value must be valid JSON."),
+        ({"duration_seconds": "-5"}, "duration_seconds", "greater than or equal to 0"),
+    ],
+)
+def test_bad_alarm_options_are_refused_naming_the_field(operator_web, device, changes, field, message):
+    response = operator_web.post("/rules/new/", rule_post(device, **changes))
+
+    assert response.status_code == 400
+    assert errors_named(response) == {field}
+    assert message in response.content.decode().replace("&#x27;", "'").replace("&quot;", '"')
+    assert not Rule.objects.exists()
+
+
+def test_a_backtest_preview_names_the_options_it_does_not_replay(operator_web, device, hour_of_readings):
+    draft = rule_post(device, duration_seconds="120", auto_resolve="on", preview="1")
+
+    page = operator_web.post("/rules/new/", draft).content.decode()
+
+    note = page.split('data-testid="backtest-not-replayed">')[1].split("</p>")[0]
+    assert "<code>duration_seconds</code>" in note and "<code>auto_resolve</code>" in note
+    assert "clear_threshold" not in note
+
+
+# --- State and history ------------------------------------------------------------------------------
+
+
+def test_rule_page_shows_the_rules_state(viewer_web, rule, event):
+    RuleState.objects.create(rule=rule, phase="firing", since=event.timestamp, open_event_id=event.id)
+
+    page = viewer_web.get(f"/rules/{rule.id}/").content.decode()
+
+    assert 'data-testid="rule-phase">firing<' in page
+    assert f'href="/events/{event.id}/" data-testid="rule-open-event"' in page
+    assert 'data-testid="rule-open-events">1<' in page
+
+
+def test_a_rule_without_state_reads_ok(viewer_web, rule):
+    assert 'data-testid="rule-phase">ok<' in viewer_web.get(f"/rules/{rule.id}/").content.decode()
+
+
+def test_event_page_shows_occurrences_reminders_escalation_and_how_it_was_resolved(viewer_web, event):
+    at = event.timestamp
+    Event.objects.filter(id=event.id).update(
+        occurrences=4,
+        last_value=17.5,
+        last_seen_at=at + timedelta(minutes=3),
+        reminders_sent=2,
+        escalated_at=at + timedelta(minutes=30),
+        status="resolved",
+        resolved_at=at + timedelta(minutes=40),
+        resolved_by_system=True,
+        resolved_value=4.5,
+        resolved_telemetry_id=123,
+    )
+
+    page = viewer_web.get(f"/events/{event.id}/").content.decode()
+
+    assert 'data-testid="occurrences">4 · last' in page and "value 17.5" in page
+    assert 'data-testid="reminders">2 sent' in page
+    assert 'data-testid="escalation">' in page
+    resolved = page.split('data-testid="resolved">')[1].split("</dd>")[0]
+    assert "by the hub (auto-resolve): back to 4.5 (telemetry 123)" in resolved
