@@ -42,7 +42,7 @@ class SerializerValidatedForm(forms.ModelForm):
         # What each field means is written once, for the API's schema; the form shows the same.
         for name, target in self.serializer_class().fields.items():
             if name in self.fields and not self.fields[name].help_text and target.help_text:
-                self.fields[name].help_text = target.help_text
+                self.fields[name].help_text = target.help_text.replace("`", "")  # markdown in the schema
 
     def fieldsets(self) -> list[tuple[str | None, list]]:
         grouped = {name for _, names in self.groups for name in names}
@@ -101,6 +101,13 @@ def _flat(messages) -> list:
     return [messages]
 
 
+class OptionalJSONField(forms.JSONField):
+    """A JSON box for a nullable field: empty rather than `null` when there is nothing."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 def writable_fields(serializer_class: type[serializers.ModelSerializer]) -> list[str]:
     """The fields a client may write through the API, in the API's order: the form's fields."""
     return [name for name, field in serializer_class().fields.items() if not field.read_only]
@@ -115,6 +122,7 @@ class RuleForm(SerializerValidatedForm):
     class Meta:
         model = Rule
         fields = writable_fields(RuleSerializer)
+        field_classes = {"escalation": OptionalJSONField}
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "action_config": forms.Textarea(attrs=JSON_ATTRS),
