@@ -316,8 +316,16 @@ def _rule_enable(request, rule_id, enabled: bool):
         rule = Rule.objects.get(id=rule_id)
     except Rule.DoesNotExist:
         raise Http404("no such rule") from None
-    rule_update(rule=rule, data={"is_enabled": enabled})
-    messages.success(request, f"Rule “{rule.name}” {'enabled' if enabled else 'disabled'}.")
+    done = "enabled" if enabled else "disabled"
+    try:
+        rule_update(rule=rule, data={"is_enabled": enabled})
+    except ValidationError as refused:
+        # The service validates the whole rule on every write: one saved before a template it
+        # names was deactivated must have that fixed first, and the page says where.
+        problems = "; ".join(f"{name}: {' '.join(found)}" for name, found in refused.message_dict.items())
+        messages.error(request, f"Rule “{rule.name}” was not {done}: {problems}")
+    else:
+        messages.success(request, f"Rule “{rule.name}” {done}.")
     return redirect(_next_url(request, reverse("dashboard:rule", args=[rule.id])))
 
 

@@ -411,3 +411,20 @@ def test_event_page_shows_occurrences_reminders_escalation_and_how_it_was_resolv
     assert 'data-testid="escalation">' in page
     resolved = page.split('data-testid="resolved">')[1].split("</dd>")[0]
     assert "by the hub (auto-resolve): back to 4.5 (telemetry 123)" in resolved
+
+
+def test_a_rule_the_service_refuses_to_disable_says_why_and_stays_enabled(operator_web, device):
+    template = notification_template_create(name="Ops", message_template="{device_name}", recipients=[])
+    operator_web.post(
+        "/rules/new/",
+        rule_post(device, action_config=json.dumps([{"type": "notification", "template_id": template.id}])),
+    )
+    rule = Rule.objects.get()
+    NotificationTemplate.objects.filter(id=template.id).update(is_active=False)
+
+    response = operator_web.post(f"/rules/{rule.id}/disable/", follow=True)
+
+    page = response.content.decode()
+    assert "was not disabled: action_config:" in page and "template_id" in page
+    rule.refresh_from_db()
+    assert rule.is_enabled is True
