@@ -91,7 +91,7 @@ _ACTION_SCHEMA = {
 
 
 _ESCALATION_SCHEMA = {
-    "type": ["object", "null"],
+    "type": "object",
     "properties": {
         "after_minutes": {"type": "integer", "minimum": 1, "maximum": MAX_REMINDER_MINUTES},
         "template_id": {"type": "integer", "description": "An active notification template."},
@@ -133,9 +133,9 @@ _STATE_SCHEMA = {
     "type": "object",
     "properties": {
         "phase": {"type": "string", "enum": ["ok", "pending", "firing", "cleared"]},
-        "since": {"type": ["string", "null"], "format": "date-time"},
-        "last_reading_at": {"type": ["string", "null"], "format": "date-time"},
-        "open_event": {"type": ["integer", "null"]},
+        "since": {"type": "string", "format": "date-time", "nullable": True},
+        "last_reading_at": {"type": "string", "format": "date-time", "nullable": True},
+        "open_event": {"type": "integer", "nullable": True},
     },
     "required": ["phase", "since", "last_reading_at", "open_event"],
 }
