@@ -18,9 +18,9 @@ from iothub.devices.models import Device
 from iothub.events.models import Event, EventStatus
 from iothub.rules.actions import NOTIFICATION, STOP_MACHINE, action_shape_problem, rule_actions
 from iothub.rules.conditions import OPERATOR_SYMBOLS, decimal_text, metric_decimal
-from iothub.rules.machine import RESOLVE, UPDATE, Action, Alarm, State, transition
+from iothub.rules.machine import RESOLVE, UPDATE, Action, Alarm, Silence, State, alarm_of, transition
 from iothub.rules.models import Rule
-from iothub.rules.services import rule_trigger_claim
+from iothub.rules.services import rule_states_lock, rule_states_write, rule_trigger_claim
 from iothub.telemetry.services import StoredReading
 
 MAX_NOTE_LENGTH = 2000
@@ -371,10 +371,69 @@ def alarm_action_apply(
         return replace(after, last_triggered_at=before.last_triggered_at, open_event=before.open_event), None
     rule.last_triggered_at = action.at
     if reading is None:
-        silent_since = after.since if alarm.nodata else None
+        silent_since = before.last_reading_at  # a nodata rule's last reading (or its creation)
         event = event_raise_silence(rule=rule, device=device, metric=metric, silent_since=silent_since)
     else:
         value = metric_decimal(reading.metrics[metric])
         event = event_raise(rule=rule, device=device, reading=reading, metric=metric, value=value)
     event_actions_enqueue(event=event, actions=rule_actions(rule))
     return replace(after, open_event=event.id), event
+
+
+# ------------------------------------------------------------------------------------------------
+# Nodata rules, looked at by the worker
+# ------------------------------------------------------------------------------------------------
+
+# Enabled nodata rules whose silence has lasted `duration_seconds` and that are not firing yet; a
+# rule that never heard from its device counts from its creation.
+_SILENT_RULES_SQL = """
+    SELECT r.id, COALESCE(s.last_reading_at, r.created_at)
+    FROM rules r LEFT JOIN rule_states s ON s.rule_id = r.id
+    WHERE r.is_enabled AND r.operator = 'nodata' AND r.duration_seconds > 0
+      AND COALESCE(s.phase, 'ok') <> 'firing'
+      AND COALESCE(s.last_reading_at, r.created_at) <= %(now)s - make_interval(secs => r.duration_seconds)
+    ORDER BY r.id
+    LIMIT %(limit)s
+"""
+
+
+def nodata_rules_evaluate(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """Raise the event of every nodata rule whose device has sent no reading of the metric for the
+    rule's `duration_seconds`; how many were raised. Runs in the caller's transaction; a rule whose
+    state another transaction holds (ingest storing a reading of it) is left for the next look."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_SILENT_RULES_SQL, {"now": now, "limit": limit})
+        silent = dict(cursor.fetchall())
+    if not silent:
+        return 0
+    states = rule_states_lock(rule_ids=list(silent), skip_locked=True)
+    rule_states_make_missing = [rule_id for rule_id in silent if rule_id not in states]
+    if rule_states_make_missing:
+        # Rules written without a state row (by SQL): give them one, judged at the next look.
+        rule_states_lock(rule_ids=rule_states_make_missing)
+    rules = Rule.objects.select_related("device", "device__device_type").in_bulk(list(states))
+    changed: dict = {}
+    raised = 0
+    for rule_id, state in states.items():
+        rule = rules[rule_id]
+        alarm = alarm_of(rule)
+        heard = replace(state, last_reading_at=silent[rule_id])
+        after, action = transition(alarm, heard, Silence(now))
+        after = replace(after, last_reading_at=state.last_reading_at)
+        if action is not None:
+            after, event = alarm_action_apply(
+                rule=rule,
+                alarm=alarm,
+                device=rule.device,
+                metric=rule.metric or rule.device.device_type.metric_name,
+                before=heard,
+                after=after,
+                action=action,
+                reading=None,
+            )
+            raised += event is not None
+        if after != state:
+            changed[rule_id] = after
+    rule_states_write(states=changed)
+    return raised

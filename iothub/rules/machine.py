@@ -144,7 +144,11 @@ def transition(alarm: Alarm, state: State, observation: Reading | Silence) -> tu
         return _silence(alarm, state, observation.at)
     at = observation.at
     if state.last_reading_at is not None and at < state.last_reading_at:
-        return state, None  # older than what the rule has judged: the state does not go back in time
+        # Older than what the rule has judged: the state does not go back in time; a breach still
+        # counts as an occurrence of the open event.
+        if alarm.dedupe and state.open_event is not None and alarm.breaches(observation.value):
+            return state, Action(UPDATE, at, observation)
+        return state, None
     state = replace(state, last_reading_at=at)
     if alarm.nodata:
         if state.phase == FIRING:

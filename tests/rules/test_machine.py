@@ -125,13 +125,23 @@ def test_without_dedupe_the_cooldown_decides_as_the_spec_says():
     assert actions == [(RAISE, 0), (RAISE, 60)]
 
 
-def test_a_reading_older_than_the_last_judged_is_ignored():
+def test_a_reading_older_than_the_last_judged_changes_no_phase():
     alarm = alarm_of(rule(duration_seconds=30))
     state, _ = transition(alarm, State(), Reading(T0 + timedelta(seconds=60), 16))
 
     late, action = transition(alarm, state, Reading(T0, 10))
 
     assert (late, action) == (state, None)
+
+
+def test_an_older_breach_still_counts_as_an_occurrence_of_the_open_event():
+    alarm = alarm_of(rule(dedupe_while_open=True))
+    state, _ = transition(alarm, State(), Reading(T0 + timedelta(seconds=60), 16))
+    state = State(**{**_fields(state), "open_event": 1})
+
+    late, action = transition(alarm, state, Reading(T0, 17))
+
+    assert late == state and action.kind == UPDATE
 
 
 def test_nodata_raises_after_the_silence_and_resolves_on_the_next_reading():
