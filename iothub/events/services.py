@@ -331,6 +331,25 @@ def event_resolve(*, event_id: int, user, note: str | None = None) -> Event:
 # ------------------------------------------------------------------------------------------------
 
 
+def alarm_states_lock(*, rule_ids: list, skip_locked: bool = False) -> dict:
+    """The rules' states locked (`rule_states_lock`), then their open events, in id order, so that
+    updating or resolving one cannot wait in a cycle with the worker's delivery records (which lock
+    events in id order); an event resolved or deleted meanwhile is no open event."""
+    states = rule_states_lock(rule_ids=rule_ids, skip_locked=skip_locked)
+    open_ids = sorted({s.open_event for s in states.values() if s.open_event})
+    if not open_ids:
+        return states
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM events WHERE id = ANY(%s) AND status <> 'resolved' ORDER BY id FOR NO KEY UPDATE",
+            [open_ids],
+        )
+        alive = {row[0] for row in cursor.fetchall()}
+    return {
+        i: s if not s.open_event or s.open_event in alive else replace(s, open_event=None) for i, s in states.items()
+    }
+
+
 def alarm_action_apply(
     *,
     rule: Rule,
@@ -407,7 +426,7 @@ def nodata_rules_evaluate(*, now: datetime | None = None, limit: int = 1000) -> 
         silent = dict(cursor.fetchall())
     if not silent:
         return 0
-    states = rule_states_lock(rule_ids=list(silent), skip_locked=True)
+    states = alarm_states_lock(rule_ids=list(silent), skip_locked=True)
     rule_states_make_missing = [rule_id for rule_id in silent if rule_id not in states]
     if rule_states_make_missing:
         # Rules written without a state row (by SQL): give them one, judged at the next look.

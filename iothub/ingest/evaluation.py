@@ -9,7 +9,7 @@ For each reading, in timestamp order, and each enabled rule of the device:
 2. the rule's pure state machine (`iothub.rules.machine.transition`) takes the reading and the
    rule's state and says what to do: raise an event, fold the breach into the open event, resolve
    it, or nothing. A rule with alarm options keeps its state in `rule_states`, locked for the
-   transaction (`rule_states_lock`, in rule id order, once per batch); a spec-only rule's state is
+   transaction (`alarm_states_lock`, in rule id order, once per batch); a spec-only rule's state is
    its `last_triggered_at`;
 3. to raise, the cooldown is claimed atomically on the reading's timestamp (`rule_trigger_claim`);
    only the claim's winner raises an event, so concurrent messages over the threshold raise one;
@@ -32,12 +32,12 @@ from uuid import UUID
 from iothub import metrics
 from iothub.devices.models import Device
 from iothub.events.models import Event
-from iothub.events.services import alarm_action_apply
+from iothub.events.services import alarm_action_apply, alarm_states_lock
 from iothub.rules.conditions import cooldown_blocks, metric_decimal, reading_matcher
 from iothub.rules.machine import NODATA, Reading, State, alarm_of, rule_is_stateful, transition
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
-from iothub.rules.services import rule_states_lock, rule_states_write
+from iothub.rules.services import rule_states_write
 from iothub.telemetry.services import NewReading, StoredReading
 
 
@@ -90,7 +90,7 @@ def readings_evaluate(
     """Evaluate the device's enabled rules on the readings, in timestamp order; return the events
     raised. Runs inside the ingest transaction, after the readings are inserted. `rules`: the
     device's enabled rules if the caller read them already (ingest reads them with the device).
-    `states`: the locked states of its stateful rules (`rule_states_lock`), which are updated in
+    `states`: the locked states of its stateful rules (`alarm_states_lock`), which are updated in
     place, for the caller to write back (`rule_states_write`); None: locked and written here."""
     if rules is None:
         rules = rules_enabled_for_device(device_id=device.id)
@@ -98,7 +98,7 @@ def readings_evaluate(
         return []
     own_states = states is None
     if own_states:
-        states = rule_states_lock(rule_ids=stateful_rule_ids(device=device, readings=readings, rules=rules))
+        states = alarm_states_lock(rule_ids=stateful_rule_ids(device=device, readings=readings, rules=rules))
     before = dict(states)
     primary_metric = device.device_type.metric_name
     judged = []

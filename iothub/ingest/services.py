@@ -61,13 +61,14 @@ from iothub.devices.models import Device
 from iothub.devices.services import ReadingSeen, device_token_hash, devices_record_readings
 from iothub.events.models import Event
 from iothub.events.selectors import event_summary
+from iothub.events.services import alarm_states_lock
 from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger, stateful_rule_ids, states_changed
 from iothub.ingest.models import IdempotencyKey
 from iothub.ingest.selectors import Sender, senders_get
 from iothub.ingest.validation import FieldError, IngestRejected, Limits, messages_validate
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
-from iothub.rules.services import rule_states_lock, rule_states_write
+from iothub.rules.services import rule_states_write
 from iothub.telemetry.services import NewReading, StoredReading, telemetry_insert
 
 logger = logging.getLogger(__name__)
@@ -310,7 +311,7 @@ def _store(plans: list[_Plan]) -> dict[int, Outcome]:
             rules=device_plans[0].sender.rules,
         )
     ]
-    states = rule_states_lock(rule_ids=stateful) if stateful else {}
+    states = alarm_states_lock(rule_ids=stateful) if stateful else {}
     before = dict(states)
     for device_id, device_plans in by_device.items():
         sender = device_plans[0].sender

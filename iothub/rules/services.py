@@ -255,15 +255,12 @@ def rule_trigger_claim(*, rule_id: UUID, at: datetime) -> bool:
 # ------------------------------------------------------------------------------------------------
 
 # Locked in rule id order, after the devices' rows (ingest) and before any rule's cooldown claim or
-# event: every holder of more than one takes them in this order (docs/ingest.md). The open event's
-# status is read with it (not locked): a resolved or deleted event is no open event.
+# event: every holder of more than one takes them in this order (docs/ingest.md). The rule's
+# `last_triggered_at` is read with it: under this lock only its holder claims the rule.
 _STATES_LOCK_SQL = """
-    SELECT s.rule_id, s.phase, s.since, s.last_reading_at,
-           CASE WHEN e.status IN ('new', 'acknowledged') THEN s.open_event_id END,
-           r.last_triggered_at
+    SELECT s.rule_id, s.phase, s.since, s.last_reading_at, s.open_event_id, r.last_triggered_at
     FROM rule_states s
     JOIN rules r ON r.id = s.rule_id
-    LEFT JOIN events e ON e.id = s.open_event_id
     WHERE s.rule_id = ANY(%s)
     ORDER BY s.rule_id
     FOR NO KEY UPDATE OF s
@@ -274,7 +271,9 @@ _STATES_MAKE_SQL = "INSERT INTO rule_states (rule_id) SELECT unnest(%s::uuid[]) 
 def rule_states_lock(*, rule_ids: list[UUID], skip_locked: bool = False) -> dict[UUID, State]:
     """The states of these rules, each row locked until the transaction ends; a rule without a
     state row (one written by a SQL client) gets one first. `skip_locked`: leave out rows another
-    transaction holds (the worker's nodata look, which has no reading to wait for)."""
+    transaction holds (the worker's nodata look, which has no reading to wait for). `open_event`
+    is the id as stored: whether that event is still open is the events app's to say
+    (`iothub.events.services.alarm_states_lock`)."""
     if not rule_ids:
         return {}
     ids = sorted(set(rule_ids), key=lambda u: u.int)
