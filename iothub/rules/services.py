@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from iothub.devices.models import Device
 from iothub.rules.actions import NOTIFICATION, action_config_validate, rule_actions
 from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES
+from iothub.rules.machine import State, rule_is_stateful
 from iothub.rules.models import Operator, Rule, Severity
 
 MAX_COOLDOWN_MINUTES = 366 * 24 * 60  # a year; longer is a disabled rule in disguise
@@ -167,6 +168,7 @@ def rule_create(
     )
     rule_clean(rule=rule)
     rule.save(force_insert=True)
+    rule_state_make(rule=rule)
     return rule
 
 
@@ -177,13 +179,27 @@ def rule_update(*, rule: Rule, data: dict) -> Rule:
     unknown = set(data) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({name: ["cannot be changed"] for name in sorted(unknown)})
+    # The rule's state row first, as every holder of both locks them (docs/ingest.md): an edit of the
+    # condition starts the rule over (ok), keeping the event it has open.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM rule_states WHERE rule_id = %s FOR NO KEY UPDATE", [rule.pk])
     for name, value in data.items():
         setattr(rule, name, value)
     if "metric" in data:
         rule.metric = rule.metric or None
     rule_clean(rule=rule)
     rule.save(update_fields=[*data, "updated_at"])
+    if set(data) & _CONDITION_FIELDS:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE rule_states SET phase = 'ok', since = NULL, updated_at = now() WHERE rule_id = %s", [rule.pk]
+            )
+    rule_state_make(rule=rule)
     return rule
+
+
+# What the state machine judges readings by: changing any of them starts the rule's state over.
+_CONDITION_FIELDS = {"operator", "threshold", "metric", "duration_seconds", "clear_threshold", "clear_duration_seconds"}
 
 
 class RuleHasEvents(Exception):
@@ -194,6 +210,8 @@ class RuleHasEvents(Exception):
 def rule_delete(*, rule: Rule) -> None:
     """Delete a rule that never raised an event. One that did is refused: deleting it would delete
     its events (the foreign key cascades), and an event history is not lost by a rule edit."""
+    with connection.cursor() as cursor:  # the state row first, as everyone locks them
+        cursor.execute("SELECT 1 FROM rule_states WHERE rule_id = %s FOR NO KEY UPDATE", [rule.pk])
     locked = Rule.objects.select_for_update().get(pk=rule.pk)
     count = locked.events.count()
     if count:
@@ -230,3 +248,76 @@ def rule_trigger_claim(*, rule_id: UUID, at: datetime) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, {"rule_id": rule_id, "at": at, "default": DEFAULT_COOLDOWN_MINUTES})
         return cursor.fetchone() is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# The rules' states (`rule_states`): read under their row locks, written back when they change
+# ------------------------------------------------------------------------------------------------
+
+# Locked in rule id order, after the devices' rows (ingest) and before any rule's cooldown claim or
+# event: every holder of more than one takes them in this order (docs/ingest.md). The rule's
+# `last_triggered_at` is read with it: under this lock only its holder claims the rule.
+_STATES_LOCK_SQL = """
+    SELECT s.rule_id, s.phase, s.since, s.last_reading_at, s.open_event_id, r.last_triggered_at
+    FROM rule_states s
+    JOIN rules r ON r.id = s.rule_id
+    WHERE s.rule_id = ANY(%s)
+    ORDER BY s.rule_id
+    FOR NO KEY UPDATE OF s
+"""
+_STATES_MAKE_SQL = "INSERT INTO rule_states (rule_id) SELECT unnest(%s::uuid[]) ON CONFLICT DO NOTHING"
+
+
+def rule_states_lock(*, rule_ids: list[UUID], skip_locked: bool = False) -> dict[UUID, State]:
+    """The states of these rules, each row locked until the transaction ends; a rule without a
+    state row (one written by a SQL client) gets one first. `skip_locked`: leave out rows another
+    transaction holds (the worker's nodata look, which has no reading to wait for). `open_event`
+    is the id as stored: whether that event is still open is the events app's to say
+    (`iothub.events.services.alarm_states_lock`)."""
+    if not rule_ids:
+        return {}
+    ids = sorted(set(rule_ids), key=lambda u: u.int)
+    sql = _STATES_LOCK_SQL + (" SKIP LOCKED" if skip_locked else "")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ids])
+        rows = cursor.fetchall()
+        if len(rows) < len(ids) and not skip_locked:
+            cursor.execute(_STATES_MAKE_SQL, [ids])
+            cursor.execute(sql, [ids])
+            rows = cursor.fetchall()
+    return {
+        rule_id: State(phase=phase, since=since, last_reading_at=last, open_event=event, last_triggered_at=triggered)
+        for rule_id, phase, since, last, event, triggered in rows
+    }
+
+
+def rule_states_write(*, states: dict[UUID, State]) -> None:
+    """Write back states this transaction holds locked (`rule_states_lock`), in one statement."""
+    if not states:
+        return
+    ids = list(states)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE rule_states s
+            SET phase = v.phase, since = v.since, last_reading_at = v.last_reading_at,
+                open_event_id = v.open_event_id, updated_at = now()
+            FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[])
+                AS v(rule_id, phase, since, last_reading_at, open_event_id)
+            WHERE s.rule_id = v.rule_id
+            """,
+            [
+                ids,
+                [states[i].phase for i in ids],
+                [states[i].since for i in ids],
+                [states[i].last_reading_at for i in ids],
+                [states[i].open_event or None for i in ids],
+            ],
+        )
+
+
+def rule_state_make(*, rule: Rule) -> None:
+    """Give a rule that uses the alarm options its state row (ok), so ingest finds it locked-ready."""
+    if rule_is_stateful(rule):
+        with connection.cursor() as cursor:
+            cursor.execute(_STATES_MAKE_SQL, [[rule.id]])
