@@ -4,6 +4,7 @@ Each is bounded: counts read small tables or an index prefix, lists are paginate
 telemetry is read only by device and time range (the hypertable has no index on time alone).
 """
 
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,13 +14,14 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from iothub.api.rules import REPLAYED_OPTIONS
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 from iothub.events.models import Event, EventStatus
 from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
 from iothub.notifications.selectors import event_with_context_relations, notification_context
 from iothub.notifications.templating import SAMPLE_CONTEXT, template_render
 from iothub.rules.backtest import BacktestResult, rule_backtest
-from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS, SQL_OPERATORS
+from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS
 from iothub.rules.models import Rule, Severity
 from iothub.rules.selectors import rule_state_view
 from iothub.rules.services import ALARM_DEFAULTS
@@ -316,31 +318,33 @@ def rule_page_get(*, rule_id: UUID, events_limit: int = 10) -> RulePage:
 
 @dataclass(frozen=True)
 class DraftBacktest:
-    result: BacktestResult | None  # None: the draft cannot be replayed (see `not_replayed`)
+    result: BacktestResult
     start: datetime
     end: datetime
-    not_replayed: list[str]  # the draft's options the replay leaves out, by field name
+    not_replayed: list[str]  # options set on the draft that a replay has nothing to say about
 
 
 def rule_draft_backtest(*, rule: Rule, span: timedelta, now: datetime | None = None) -> DraftBacktest:
-    """What a rule as drafted in a form (saved or not) would have raised on the device's readings
-    stored over the last `span`, as the API's backtest replays them: the condition and the
-    cooldown. Alarm options the replay does not cover yet are named, not silently dropped."""
+    """What a rule as drafted in a form (saved or not) would have raised and resolved on the
+    device's readings stored over the last `span`: the API's backtest, the live state machine's
+    replay. Reminders and escalation follow acknowledgements, which no replay knows: named."""
     end = now or timezone.now()
     start = end - span
-    not_replayed = [name for name, default in ALARM_DEFAULTS.items() if getattr(rule, name) != default]
-    if rule.operator not in SQL_OPERATORS:  # nodata: the worker's timer, not a comparison
-        return DraftBacktest(result=None, start=start, end=end, not_replayed=["operator", *not_replayed])
-    cooldown = DEFAULT_COOLDOWN_MINUTES if rule.cooldown_minutes is None else rule.cooldown_minutes
+    draft = copy(rule)
+    if draft.cooldown_minutes is None:
+        draft.cooldown_minutes = DEFAULT_COOLDOWN_MINUTES
     result = rule_backtest(
         device_id=rule.device_id,
         metric=_rule_metric(rule, rule.device.device_type.metric_name),
-        operator=rule.operator,
-        threshold=rule.threshold,
-        cooldown_minutes=cooldown,
+        rule=draft,
         start=start,
         end=end,
     )
+    not_replayed = [
+        name
+        for name, default in ALARM_DEFAULTS.items()
+        if name not in REPLAYED_OPTIONS and getattr(rule, name) != default
+    ]
     return DraftBacktest(result=result, start=start, end=end, not_replayed=not_replayed)
 
 

@@ -330,15 +330,41 @@ def test_blank_alarm_options_keep_the_defaults_and_an_edit_clears_them(operator_
     assert (rule.clear_threshold, rule.metric) == (None, None)
 
 
-def test_a_nodata_rule_needs_no_threshold_and_is_not_backtested(operator_web, device, hour_of_readings):
-    draft = rule_post(device, operator="nodata", threshold="", duration_seconds="600")
+def test_a_nodata_rule_needs_no_threshold_and_its_backtest_counts_silences(operator_web, device, hour_of_readings):
+    # The last 24 hours hold one hour of readings a minute apart: the 23 hours of silence before
+    # them is one event, resolved by the first reading; no silence after reaches 10 minutes.
+    draft = rule_post(device, operator="nodata", threshold="", duration_seconds="600", backtest_days="1")
 
     preview = operator_web.post("/rules/new/", {**draft, "preview": "1"}).content.decode()
     saved = operator_web.post("/rules/new/", draft)
 
-    assert 'data-testid="backtest-unavailable"' in preview
+    assert 'data-testid="backtest-events">1<' in preview
+    assert 'data-testid="backtest-resolved">1<' in preview
+    assert "no data" in preview
     assert saved.status_code == 302
     assert Rule.objects.get().operator == "nodata"
+
+
+@pytest.mark.parametrize(
+    ("options", "events", "resolved"),
+    [
+        # Each reading of 6 stands alone between readings of 5.5 and 4: it never lasts two minutes.
+        ({"duration_seconds": "120"}, 0, 0),
+        # Every 6 raises (no cooldown) and the 4 a minute later resolves it, but the last, at the
+        # end of the range, is still open.
+        ({"cooldown_minutes": "0", "auto_resolve": "on"}, 12, 11),
+    ],
+)
+def test_the_backtest_preview_replays_the_drafts_alarm_options(
+    operator_web, device, hour_of_readings, options, events, resolved
+):
+    draft = rule_post(device, threshold="5.5", backtest_days="1", preview="1", **options)
+
+    page = operator_web.post("/rules/new/", draft).content.decode()
+
+    assert f'data-testid="backtest-events">{events}<' in page
+    assert f'data-testid="backtest-resolved">{resolved}<' in page
+    assert 'data-testid="backtest-matching">12<' in page
 
 
 @pytest.mark.parametrize(
@@ -363,13 +389,15 @@ def test_bad_alarm_options_are_refused_naming_the_field(operator_web, device, ch
 
 
 def test_a_backtest_preview_names_the_options_it_does_not_replay(operator_web, device, hour_of_readings):
-    draft = rule_post(device, duration_seconds="120", auto_resolve="on", preview="1")
+    template = notification_template_create(name="Ops", message_template="{device_name}", recipients=[])
+    actions = json.dumps([{"type": "notification", "template_id": template.id}])
+    draft = rule_post(device, action_config=actions, reminder_minutes="5", duration_seconds="60", preview="1")
 
     page = operator_web.post("/rules/new/", draft).content.decode()
 
     note = page.split('data-testid="backtest-not-replayed">')[1].split("</p>")[0]
-    assert "<code>duration_seconds</code>" in note and "<code>auto_resolve</code>" in note
-    assert "clear_threshold" not in note
+    assert "<code>reminder_minutes</code>" in note
+    assert "duration_seconds" not in note and "escalation" not in note
 
 
 # --- State and history ------------------------------------------------------------------------------
