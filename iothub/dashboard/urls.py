@@ -26,6 +26,8 @@ urlpatterns = [
     path("templates/", views.template_list, name="templates"),
     path("templates/new/", views.template_new, name="template-new"),
     path("templates/<int:template_id>/", views.template_detail, name="template"),
+    path("templates/<int:template_id>/activate/", views.template_activate_view, name="template-activate"),
+    path("templates/<int:template_id>/deactivate/", views.template_deactivate_view, name="template-deactivate"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),

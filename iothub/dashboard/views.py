@@ -339,6 +339,26 @@ def rule_disable_view(request, rule_id):
     return _rule_enable(request, rule_id, False)
 
 
+def _template_activate(request, template_id, active: bool):
+    try:
+        template = NotificationTemplate.objects.get(id=template_id)
+    except NotificationTemplate.DoesNotExist:
+        raise Http404("no such notification template") from None
+    notification_template_update(template=template, changes={"is_active": active})
+    messages.success(request, f"Template “{template.name}” {'activated' if active else 'deactivated'}.")
+    return redirect(_next_url(request, reverse("dashboard:template", args=[template.id])))
+
+
+@operator_required
+def template_activate_view(request, template_id):
+    return _template_activate(request, template_id, True)
+
+
+@operator_required
+def template_deactivate_view(request, template_id):
+    return _template_activate(request, template_id, False)
+
+
 @role_required
 def template_list(request):
     page = _page(request, selectors.template_rows())

@@ -254,6 +254,24 @@ def test_a_bad_template_is_refused_naming_the_field(operator_web, changes, field
     assert NotificationTemplate.objects.count() == 1
 
 
+def test_operator_deactivates_and_activates_a_template_and_a_viewer_cannot(operator_web, viewer_web):
+    template = notification_template_create(name="Ops", message_template="{device_name}", recipients=[])
+
+    assert viewer_web.post(f"/templates/{template.id}/deactivate/").status_code == 403
+    template.refresh_from_db()
+    assert template.is_active is True
+
+    response = operator_web.post(f"/templates/{template.id}/deactivate/", {"next": "/templates/"})
+    assert response["Location"] == "/templates/"
+    template.refresh_from_db()
+    assert template.is_active is False
+    assert 'data-testid="template-active">inactive<' in operator_web.get("/templates/").content.decode()
+
+    operator_web.post(f"/templates/{template.id}/activate/")
+    template.refresh_from_db()
+    assert template.is_active is True
+
+
 def test_template_preview_renders_the_draft_for_the_sample_and_for_an_event(operator_web, event):
     template = notification_template_create(name="Ops", message_template="old", recipients=[])
     draft = template_post(name="Ops", message_template="{device_name} {metric}={value} ({severity})", preview="1")
