@@ -35,13 +35,15 @@ def test_operator_drafts_a_rule_previews_its_backtest_and_saves_it(
     page.fill("#id_threshold", "5.5")
     page.fill("#id_cooldown_minutes", "15")
     page.fill("#id_action_config", json.dumps([{"type": "stop_machine", "machine_id": "M-7"}]))
+    page.check("#id_auto_resolve")
     page.select_option("select[name=backtest_days]", "1")
 
     page.click("button[data-action=preview]")
 
     # An hour cycling 4, 4.5, 5, 5.5, 6 a minute apart: twelve readings above 5.5, and with a
-    # 15 minute cooldown four events.
+    # 15 minute cooldown four events, each resolved by the hub at the reading of 4 that follows.
     assert page.locator("[data-testid=backtest-events]").inner_text() == "4"
+    assert page.locator("[data-testid=backtest-resolved]").inner_text() == "4"
     assert page.locator("[data-testid=backtest-matching]").inner_text() == "12"
     assert page.locator("[data-testid=backtest-event]").count() == 4
     assert not Rule.objects.exists()
@@ -54,6 +56,7 @@ def test_operator_drafts_a_rule_previews_its_backtest_and_saves_it(
     rule = Rule.objects.get()
     assert page.url == f"{live_server.url}/rules/{rule.id}/"
     assert (rule.name, rule.threshold, rule.cooldown_minutes) == ("Vibration above 5.5", Decimal("5.5"), 15)
+    assert rule.auto_resolve is True
     assert page.locator("[data-testid=rule-phase]").inner_text() == "ok"
 
 
