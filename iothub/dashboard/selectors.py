@@ -285,10 +285,20 @@ def event_page_get(*, event_id: int) -> EventPage:
 def rule_rows(*, device: UUID | None = None) -> QuerySet[Rule]:
     """Rules by name, each with how many of its events are open (one grouped count, on the events'
     rule index)."""
-    queryset = Rule.objects.select_related("device__device_type").order_by("name", "id")
+    queryset = Rule.objects.select_related("device__device_type", "state").order_by("name", "id")
     if device:
         queryset = queryset.filter(device_id=device)
     return queryset.annotate(open_events=Count("events", filter=Q(events__status__in=OPEN_EVENT_STATUSES)))
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    rule: Rule
+    state: dict  # as the API shows it
+
+
+def rule_row(rule: Rule) -> RuleRow:
+    return RuleRow(rule=rule, state=rule_state_view(rule))
 
 
 def rule_filter_choices() -> dict:

@@ -247,10 +247,11 @@ RULE_FILTERS = ("device",)
 def rule_list(request):
     filters = _filters(request, RULE_FILTERS)
     page = _page(request, selectors.rule_rows(device=_uuid_filter(filters, "device")))
+    rows = [selectors.rule_row(rule) for rule in page.object_list]
     return render(
         request,
         "dashboard/rules.html",
-        _context(request, page=page, filters=filters, choices=selectors.rule_filter_choices()),
+        _context(request, page=page, rows=rows, filters=filters, choices=selectors.rule_filter_choices()),
     )
 
 

@@ -435,6 +435,14 @@ def test_a_rule_without_state_reads_ok(viewer_web, rule):
     assert 'data-testid="rule-phase">ok<' in viewer_web.get(f"/rules/{rule.id}/").content.decode()
 
 
+def test_rule_list_shows_each_rules_state(viewer_web, rule, event):
+    RuleState.objects.create(rule=rule, phase="pending", since=event.timestamp)
+
+    row = viewer_web.get("/rules/").content.decode().split(f'data-rule-id="{rule.id}"')[1].split("</tr>")[0]
+
+    assert 'data-testid="rule-phase">pending<' in row and "since" in row
+
+
 def test_event_page_shows_occurrences_reminders_escalation_and_how_it_was_resolved(viewer_web, event):
     at = event.timestamp
     Event.objects.filter(id=event.id).update(
