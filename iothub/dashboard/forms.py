@@ -1,12 +1,11 @@
 """The dashboard's forms for rules and notification templates.
 
-Each is a Django `ModelForm` over the domain's model, so the fields, labels, choices and widgets
-come from the model, and the field list is the one the API accepts (the serializer's writable
-fields). A form
-holds no validation rules of its own: a bound form hands the posted data, as it is, to the
-serializer the API validates with (which calls the domain's checks), and shows that serializer's
-errors beside the fields they name. So a rule or a template is accepted or refused by the dashboard
-exactly as by `POST /api/v1/rules/`, and a new check added there applies here too.
+Each is a Django `ModelForm` over the domain's model, so the labels, choices and widgets come from
+the model, and the field list is the one the API accepts (the serializer's writable fields). A form
+holds no validation rules of its own: a bound form hands the posted data to the serializer the API
+validates with (which calls the domain's checks), and shows that serializer's errors beside the
+fields they name. So a rule or a template is accepted or refused by the dashboard exactly as by
+`POST /api/v1/rules/`, and a new field or check added there applies here too.
 """
 
 from datetime import timedelta
@@ -65,11 +64,11 @@ class SerializerValidatedForm(forms.ModelForm):
 
     def _posted(self):
         """The posted data as the serializer should read a browser's form. What a browser means
-        differs from what DRF assumes in three ways: an unchecked checkbox is left out of the post,
-        which DRF reads as the field's default (true for `is_enabled`), so it is sent as false; a
-        blank JSON box is parsed as JSON and fails; and a blank box of an optional field that
-        cannot be null is "not given". Those two are left out, as a JSON body would leave them
-        out: the serializer applies its default or says the field is required."""
+        differs from what DRF assumes in three ways. An unchecked checkbox is left out of the post,
+        which DRF reads as the field's default (true for `is_enabled`): it is sent as false. A
+        blank JSON box, which DRF parses as JSON and fails, and a blank box of an optional field
+        that cannot be null both mean "not given": they are left out, as a JSON body would leave
+        them out, so the serializer applies its default or says the field is required."""
         data = self.data.copy()
         targets = self.serializer_class().fields
         for name, field in self.fields.items():
