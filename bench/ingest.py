@@ -234,7 +234,7 @@ def rules_add(env: dict, count: int, *, stateful: bool = False) -> None:
     duration, hysteresis and auto-resolve, each with its state row (as the rules API makes it)."""
     options = (
         'duration_seconds=60, clear_threshold=Decimal(threshold) * Decimal("0.95"), clear_duration_seconds=30, '
-        "auto_resolve=True"
+        "auto_resolve=True, "
         if stateful
         else ""
     )
@@ -246,7 +246,7 @@ rules = []
 for n, device in enumerate(Device.objects.all()):
     for metric, threshold in [("vibration", "24"), ("temperature", "95"), ("pressure", "9.5")][:{count}]:
         rules.append(Rule(device=device, name=f"High {{metric}}", operator="gt", metric=metric,
-                          threshold=Decimal(threshold), cooldown_minutes=15, {options},
+                          threshold=Decimal(threshold), cooldown_minutes=15, {options}
                           action_config=[{{"type": "stop_machine", "machine_id": f"M-{{n}}"}}]))
 Rule.objects.bulk_create(rules)
 if {stateful!r}:

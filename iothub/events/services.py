@@ -104,6 +104,30 @@ def event_raise(*, rule: Rule, device: Device, reading: StoredReading, metric: s
             "unit": unit,
             "payload": reading.payload,
         },
+        **_rule_and_device(rule=rule, device=device, metric=metric),
+        "raised_at": timezone.now().isoformat(),
+    }
+    event = Event(
+        rule=rule,
+        telemetry_id=reading.id,
+        timestamp=reading.timestamp,
+        severity=rule.severity,
+        message=event_message(rule=rule, device=device, metric=metric, value=value, unit=unit),
+        execution_results=[_initial_result(action) for action in rule_actions(rule)],
+        metadata=metadata,
+        last_value=reading.metrics[metric],
+        last_seen_at=reading.timestamp,
+        last_telemetry_id=reading.id,
+        **_follow_ups(rule),
+    )
+    event.save(force_insert=True)
+    return event
+
+
+def _rule_and_device(*, rule: Rule, device: Device, metric: str) -> dict:
+    """The rule and the device as they are when the event is raised, for its `metadata`."""
+    device_type = device.device_type
+    snapshot = {
         "rule": {
             "id": str(rule.id),
             "name": rule.name,
@@ -126,23 +150,10 @@ def event_raise(*, rule: Rule, device: Device, reading: StoredReading, metric: s
                 "metric_unit": device_type.metric_unit,
             },
         },
-        "raised_at": timezone.now().isoformat(),
     }
-    event = Event(
-        rule=rule,
-        telemetry_id=reading.id,
-        timestamp=reading.timestamp,
-        severity=rule.severity,
-        message=event_message(rule=rule, device=device, metric=metric, value=value, unit=unit),
-        execution_results=[_initial_result(action) for action in rule_actions(rule)],
-        metadata=metadata,
-        last_value=reading.metrics[metric],
-        last_seen_at=reading.timestamp,
-        last_telemetry_id=reading.id,
-        **_follow_ups(rule),
-    )
-    event.save(force_insert=True)
-    return event
+    if rule.operator == "nodata":
+        snapshot["rule"]["duration_seconds"] = rule.duration_seconds
+    return snapshot
 
 
 def _follow_ups(rule: Rule) -> dict:
@@ -172,21 +183,7 @@ def event_raise_silence(*, rule: Rule, device: Device, metric: str, silent_since
         execution_results=[_initial_result(action) for action in rule_actions(rule)],
         metadata={
             "silence": {"metric": metric, "since": silent_since.isoformat() if silent_since else None},
-            "rule": {
-                "id": str(rule.id),
-                "name": rule.name,
-                "metric": metric,
-                "operator": rule.operator,
-                "duration_seconds": rule.duration_seconds,
-                "severity": rule.severity,
-            },
-            "device": {
-                "id": str(device.id),
-                "name": device.name,
-                "serial_number": device.serial_number,
-                "location": device.location,
-                "status": device.status,
-            },
+            **_rule_and_device(rule=rule, device=device, metric=metric),
             "raised_at": now.isoformat(),
         },
         last_seen_at=None,

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import NamedTuple
 
 from iothub.rules.conditions import cooldown_blocks, reading_matcher
@@ -83,7 +85,32 @@ class Alarm:
 
 
 def alarm_of(rule) -> Alarm:
-    """The `Alarm` of a rule (a `Rule`, or anything with its fields: a backtest's draft)."""
+    """The `Alarm` of a rule (a `Rule`, or anything with its fields: a backtest's draft). Made once
+    per distinct set of fields: ingest reads the rules again for every batch."""
+    return _alarm(
+        rule.operator,
+        rule.threshold,
+        rule.clear_threshold,
+        rule.duration_seconds or 0,
+        rule.clear_duration_seconds or 0,
+        bool(rule.auto_resolve),
+        bool(rule.dedupe_while_open),
+        rule.cooldown_minutes,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _alarm(operator, threshold, clear_threshold, duration, clear_duration, auto_resolve, dedupe, cooldown) -> Alarm:
+    rule = SimpleNamespace(
+        operator=operator,
+        threshold=threshold,
+        clear_threshold=clear_threshold,
+        duration_seconds=duration,
+        clear_duration_seconds=clear_duration,
+        auto_resolve=auto_resolve,
+        dedupe_while_open=dedupe,
+        cooldown_minutes=cooldown,
+    )
     nodata = rule.operator == NODATA
     if nodata:
         breaches = safe = _never
