@@ -2,6 +2,8 @@
 
     ./scripts/bench ingest                      # builds the environment first if needed
     ./scripts/bench ingest --rules 3            # also (a) again with 3 rules per device, and the ratio
+    ./scripts/bench ingest --rules 3 --stateful # the same with stateful rules (duration, hysteresis,
+                                                # auto-resolve: docs/rules.md)
     ./scripts/bench ingest --messages 1000000   # then a million more messages, hub memory sampled
 
 It creates a scratch database `iothub_bench` on the PostgreSQL at DATABASE_URL's server, with 1,000
@@ -15,7 +17,9 @@ reported):
        each 5 s window (the disk's fsync outliers come and go);
   (b)  batch POSTs of 500 messages, rows per second;
   (r)  with --rules N: (a) again once every device has N rules (after 5 s in which they raise their
-       first events and start cooling down), and the ratio to (a) without;
+       first events and start cooling down), and the ratio to (a) without; with --stateful, rules
+       with a 60 s duration, a clear threshold 5 % inside the threshold, 30 s to clear and
+       auto-resolve, whose states ingest locks, judges and writes back on every batch;
   (m)  with --messages N: N more single messages, and each hub process's resident memory
        before, after and at its peak;
   (c)  in the same run, a raw COPY of the same rows into a scratch hypertable with the same
@@ -49,9 +53,9 @@ BENCH_DB = "iothub_bench"
 # --- Setup -----------------------------------------------------------------------------------------
 
 
-def bench_database_url(base_url: str) -> str:
+def bench_database_url(base_url: str, name: str = BENCH_DB) -> str:
     parts = urlsplit(base_url)
-    return urlunsplit(parts._replace(path="/" + BENCH_DB))
+    return urlunsplit(parts._replace(path="/" + name))
 
 
 def admin_url(base_url: str) -> str:
@@ -62,11 +66,11 @@ def manage(*args: str, env: dict) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def prepare_database(base_url: str, env: dict, *, devices: int) -> list[tuple[str, str]]:
-    """A fresh bench database with `devices` devices; returns (serial number, token) per device."""
+def prepare_database(base_url: str, env: dict, *, devices: int, name: str = BENCH_DB) -> list[tuple[str, str]]:
+    """A fresh bench database `name` with `devices` devices; returns (serial number, token) per device."""
     with psycopg.connect(admin_url(base_url), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
     manage("migrate", env=env)
     manage("setup_timescaledb", env=env)
     script = f"""
@@ -224,20 +228,29 @@ def telemetry_count(database_url: str) -> int:
         return conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
 
 
-def rules_add(env: dict, count: int) -> None:
+def rules_add(env: dict, count: int, *, stateful: bool = False) -> None:
     """`count` rules per device, as a plant would set them: over the bench's readings now and then,
-    raising an event (and a stop_machine command) within each rule's cooldown."""
+    raising an event (and a stop_machine command) within each rule's cooldown. `stateful`: with a
+    duration, hysteresis and auto-resolve, each with its state row (as the rules API makes it)."""
+    options = (
+        'duration_seconds=60, clear_threshold=Decimal(threshold) * Decimal("0.95"), clear_duration_seconds=30, '
+        "auto_resolve=True, "
+        if stateful
+        else ""
+    )
     script = f"""
 from decimal import Decimal
 from iothub.devices.models import Device
-from iothub.rules.models import Rule
+from iothub.rules.models import Rule, RuleState
 rules = []
 for n, device in enumerate(Device.objects.all()):
     for metric, threshold in [("vibration", "24"), ("temperature", "95"), ("pressure", "9.5")][:{count}]:
         rules.append(Rule(device=device, name=f"High {{metric}}", operator="gt", metric=metric,
-                          threshold=Decimal(threshold), cooldown_minutes=15,
+                          threshold=Decimal(threshold), cooldown_minutes=15, {options}
                           action_config=[{{"type": "stop_machine", "machine_id": f"M-{{n}}"}}]))
 Rule.objects.bulk_create(rules)
+if {stateful!r}:
+    RuleState.objects.bulk_create([RuleState(rule=rule) for rule in rules])
 """
     subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True)
 
@@ -267,6 +280,12 @@ def main() -> None:
     parser.add_argument(
         "--rules", type=int, default=0, choices=range(4), help="also measure (a) with N rules per device"
     )
+    parser.add_argument(
+        "--stateful", action="store_true", help="with --rules: duration + hysteresis + auto-resolve rules"
+    )
+    parser.add_argument(
+        "--database", default=BENCH_DB, help=f"the scratch database, dropped and made again (default {BENCH_DB})"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each measurement")
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 128], help="concurrent clients for (a)")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
@@ -280,7 +299,9 @@ def main() -> None:
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
-    database_url = bench_database_url(base_url)
+    if not args.database.replace("_", "").isalnum():
+        parser.error("--database: letters, digits and _ only")
+    database_url = bench_database_url(base_url, args.database)
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -291,8 +312,8 @@ def main() -> None:
     }
     (ROOT / "var").mkdir(exist_ok=True)
 
-    print(f"preparing {BENCH_DB}: {args.devices} devices ...", flush=True)
-    devices = prepare_database(base_url, env, devices=args.devices)
+    print(f"preparing {args.database}: {args.devices} devices ...", flush=True)
+    devices = prepare_database(base_url, env, devices=args.devices, name=args.database)
     serials = [serial for serial, _ in devices]
     host, port = "127.0.0.1", args.port
 
@@ -332,7 +353,7 @@ def main() -> None:
         acknowledged += b.rows
         print(line(f"(b)  batches of {args.batch_size}, {args.batch_clients} clients", b, "rows/s"), flush=True)
         if args.rules:
-            rules_add(env, args.rules)
+            rules_add(env, args.rules, stateful=args.stateful)
             # Every device's rules raise their first events now, then cool down for 15 minutes, as in
             # a plant: that burst (a few thousand events at once) is not the steady state measured.
             warm = loadgen.run(host, port, singles, seconds=5, clients=args.clients[0], processes=args.generators)
@@ -342,7 +363,8 @@ def main() -> None:
                 host, port, singles, seconds=args.seconds, clients=clients, processes=args.generators
             )
             acknowledged += with_rules.rows
-            print(line(f"(r)  as (a) {clients} clients, {args.rules} rules/device", with_rules), flush=True)
+            kind = "stateful rules" if args.stateful else "rules"
+            print(line(f"(r)  as (a) {clients} clients, {args.rules} {kind}/device", with_rules), flush=True)
             print(f"     with rules / without: {with_rules.rate() / closed[clients].rate():.2f}", flush=True)
         if args.messages:
             rss_before = hub_rss(hub)

@@ -431,6 +431,9 @@ IOTHUB_WORKER_BATCH_SIZE = env_int("IOTHUB_WORKER_BATCH_SIZE", 16, minimum=1)
 IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
 IOTHUB_WORKER_REORDER_CHECK_SECONDS = env_int("IOTHUB_WORKER_REORDER_CHECK_SECONDS", 3600, minimum=1)
+# How often the worker looks for silent nodata rules and for due reminders and escalations
+# (docs/rules.md): an alarm is at most this late.
+IOTHUB_WORKER_ALARM_CHECK_SECONDS = env_int("IOTHUB_WORKER_ALARM_CHECK_SECONDS", 15, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # The dashboard (docs/dashboard.md)

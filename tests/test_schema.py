@@ -28,10 +28,32 @@ EXTENSION_COLUMNS = {
     ("events", "resolved_by_id"),
     ("events", "resolution_note"),
     ("notification_deliveries", "next_attempt_at"),
+    # The rules' alarm options and the events' state-machine columns (docs/rules.md).
+    ("rules", "duration_seconds"),
+    ("rules", "clear_threshold"),
+    ("rules", "clear_duration_seconds"),
+    ("rules", "auto_resolve"),
+    ("rules", "dedupe_while_open"),
+    ("rules", "reminder_minutes"),
+    ("rules", "reminder_limit"),
+    ("rules", "escalation"),
+    ("events", "occurrences"),
+    ("events", "last_value"),
+    ("events", "last_seen_at"),
+    ("events", "last_telemetry_id"),
+    ("events", "resolved_by_system"),
+    ("events", "resolved_telemetry_id"),
+    ("events", "resolved_value"),
+    ("events", "reminders_sent"),
+    ("events", "next_reminder_at"),
+    ("events", "escalation_due_at"),
+    ("events", "escalated_at"),
 }
 # Additive indexes on extension columns: (table, index name).
 EXTENSION_INDEXES = {
     ("notification_deliveries", "idx_notification_delivery_due"),
+    ("events", "idx_event_reminder_due"),
+    ("events", "idx_event_escalation_due"),
 }
 
 TYPE_MAP = {

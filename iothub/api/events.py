@@ -34,6 +34,17 @@ class EventSerializer(serializers.ModelSerializer):
         read_only=True, help_text="The reading, the rule and the device as they were when the event was raised."
     )
 
+    resolved_by_system = serializers.BooleanField(
+        read_only=True,
+        help_text="True when the hub resolved the event itself (auto-resolve; a nodata rule hearing again); "
+        "`resolved_telemetry_id` and `resolved_value` name the reading that cleared it.",
+    )
+    occurrences = serializers.IntegerField(
+        read_only=True, help_text="Breaches folded into this event while it was open (`dedupe_while_open`), 1 first."
+    )
+    last_value = serializers.JSONField(read_only=True, help_text="The latest breaching value.")
+    resolved_value = serializers.JSONField(read_only=True, help_text="The clearing reading's value.")
+
     class Meta:
         model = Event
         fields = [
@@ -53,6 +64,17 @@ class EventSerializer(serializers.ModelSerializer):
             "resolved_at",
             "resolved_by",
             "resolution_note",
+            "resolved_by_system",
+            "resolved_telemetry_id",
+            "resolved_value",
+            "occurrences",
+            "last_value",
+            "last_seen_at",
+            "last_telemetry_id",
+            "reminders_sent",
+            "next_reminder_at",
+            "escalation_due_at",
+            "escalated_at",
         ]
         read_only_fields = fields
 

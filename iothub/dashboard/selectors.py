@@ -4,6 +4,7 @@ Each is bounded: counts read small tables or an index prefix, lists are paginate
 telemetry is read only by device and time range (the hypertable has no index on time alone).
 """
 
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,11 +14,17 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from iothub.api.rules import REPLAYED_OPTIONS
 from iothub.devices.models import Device, DeviceStatus, DeviceType
 from iothub.events.models import Event, EventStatus
-from iothub.notifications.models import DeliveryStatus, NotificationDelivery
-from iothub.rules.conditions import OPERATOR_SYMBOLS
+from iothub.notifications.models import DeliveryStatus, NotificationDelivery, NotificationTemplate
+from iothub.notifications.selectors import event_with_context_relations, notification_context
+from iothub.notifications.templating import SAMPLE_CONTEXT, template_render
+from iothub.rules.backtest import BacktestResult, rule_backtest
+from iothub.rules.conditions import DEFAULT_COOLDOWN_MINUTES, OPERATOR_SYMBOLS
 from iothub.rules.models import Rule, Severity
+from iothub.rules.selectors import rule_state_view
+from iothub.rules.services import ALARM_DEFAULTS
 from iothub.telemetry.models import Telemetry
 
 READINGS_WINDOW = timedelta(minutes=1)
@@ -270,3 +277,107 @@ def event_page_get(*, event_id: int) -> EventPage:
         reading = Telemetry.objects.filter(id=event.telemetry_id, device_id=event.rule.device_id).first()
     deliveries = list(event.deliveries.select_related("template").order_by("created_at", "id"))
     return EventPage(event=event, reading=reading, deliveries=deliveries)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules and notification templates
+# ------------------------------------------------------------------------------------------------
+def rule_rows(*, device: UUID | None = None) -> QuerySet[Rule]:
+    """Rules by name, each with how many of its events are open (one grouped count, on the events'
+    rule index)."""
+    queryset = Rule.objects.select_related("device__device_type", "state").order_by("name", "id")
+    if device:
+        queryset = queryset.filter(device_id=device)
+    return queryset.annotate(open_events=Count("events", filter=Q(events__status__in=OPEN_EVENT_STATUSES)))
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    rule: Rule
+    state: dict  # as the API shows it
+
+
+def rule_row(rule: Rule) -> RuleRow:
+    return RuleRow(rule=rule, state=rule_state_view(rule))
+
+
+def rule_filter_choices() -> dict:
+    return {"devices": list(Device.objects.order_by("name").values_list("id", "name"))}
+
+
+@dataclass(frozen=True)
+class RulePage:
+    rule: Rule
+    metric: str  # the metric the rule reads
+    state: dict  # as the API shows it: phase, since, last_reading_at, open_event
+    open_events: int
+    events: list[Event]
+
+
+def rule_page_get(*, rule_id: UUID, events_limit: int = 10) -> RulePage:
+    rule = Rule.objects.select_related("device__device_type", "state").get(id=rule_id)
+    events = list(_events().filter(rule=rule).order_by("-timestamp", "-id")[:events_limit])
+    return RulePage(
+        rule=rule,
+        metric=_rule_metric(rule, rule.device.device_type.metric_name),
+        state=rule_state_view(rule),
+        open_events=rule.events.filter(status__in=OPEN_EVENT_STATUSES).count(),
+        events=events,
+    )
+
+
+@dataclass(frozen=True)
+class DraftBacktest:
+    result: BacktestResult
+    start: datetime
+    end: datetime
+    not_replayed: list[str]  # options set on the draft that a replay has nothing to say about
+
+
+def rule_draft_backtest(*, rule: Rule, span: timedelta, now: datetime | None = None) -> DraftBacktest:
+    """What a rule as drafted in a form (saved or not) would have raised and resolved on the
+    device's readings stored over the last `span`: the API's backtest, the live state machine's
+    replay. Reminders and escalation follow acknowledgements, which no replay knows: named."""
+    end = now or timezone.now()
+    start = end - span
+    draft = copy(rule)
+    if draft.cooldown_minutes is None:
+        draft.cooldown_minutes = DEFAULT_COOLDOWN_MINUTES
+    result = rule_backtest(
+        device_id=rule.device_id,
+        metric=_rule_metric(rule, rule.device.device_type.metric_name),
+        rule=draft,
+        start=start,
+        end=end,
+    )
+    not_replayed = [
+        name
+        for name, default in ALARM_DEFAULTS.items()
+        if name not in REPLAYED_OPTIONS and getattr(rule, name) != default
+    ]
+    return DraftBacktest(result=result, start=start, end=end, not_replayed=not_replayed)
+
+
+def template_rows() -> QuerySet[NotificationTemplate]:
+    return NotificationTemplate.objects.order_by("name", "id")
+
+
+def template_choices() -> list[tuple[int, str]]:
+    """Active templates, for the rule form's hint on `template_id`."""
+    return list(NotificationTemplate.objects.filter(is_active=True).order_by("name").values_list("id", "name"))
+
+
+@dataclass(frozen=True)
+class TemplatePreview:
+    rendered: str
+    event_id: int | None  # None: the sample event
+
+
+def template_preview(*, text: str, event_id: int | None = None) -> TemplatePreview:
+    """A template's text rendered as a delivery would carry it, for an event or for the sample
+    event; raises Event.DoesNotExist for an unknown event."""
+    if event_id is None:
+        context = SAMPLE_CONTEXT
+    else:
+        context = notification_context(event=event_with_context_relations(event_id=event_id))
+    return TemplatePreview(rendered=template_render(text, context), event_id=event_id)

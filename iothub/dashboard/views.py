@@ -1,27 +1,37 @@
 """The dashboard's pages. Thin: parse the request, call a selector or a service, render.
 
-Every page needs a login and a role (`viewer` or `operator`, or a superuser); acting on an event
-needs `operator`. The buttons are hidden from viewers, and the server refuses them anyway.
+Every page needs a login and a role (`viewer` or `operator`, or a superuser); acting on an event,
+and creating, editing, enabling or disabling rules and notification templates, needs `operator`.
+The buttons and forms are hidden from viewers (or shown read-only), and the server refuses their
+POSTs anyway.
 """
 
+from copy import copy
 from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest, PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from iothub.accounts.roles import user_can_read, user_can_write
 from iothub.dashboard import selectors
+from iothub.dashboard.forms import BacktestRangeForm, NotificationTemplateForm, RuleForm, TemplatePreviewForm
 from iothub.devices.models import Device
 from iothub.events.models import Event
 from iothub.events.services import EventTransitionRefused, event_acknowledge, event_resolve
+from iothub.notifications.models import NotificationTemplate
+from iothub.notifications.services import notification_template_create, notification_template_update
+from iothub.notifications.templating import PLACEHOLDERS
+from iothub.rules.models import Rule
+from iothub.rules.services import rule_create, rule_update
 
 PAGE_SIZE = 50
 
@@ -201,3 +211,217 @@ def event_acknowledge_view(request, event_id):
 @operator_required
 def event_resolve_view(request, event_id):
     return _event_step(request, event_id, event_resolve, "resolved")
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules and notification templates: read by every role, written by operators. A form is validated
+# by the API's serializer (`forms.py`) and saved by the services the API saves with; a refused form
+# answers 400 with the errors beside the fields they name, and nothing is written.
+# ------------------------------------------------------------------------------------------------
+def _writer_only(request, what: str) -> None:
+    if not user_can_write(request.user):
+        raise PermissionDenied(f"Viewers cannot {what}: this needs the operator role.")
+
+
+def _read_only(form) -> None:
+    """A viewer sees the form's values, none of them editable."""
+    for field in form.fields.values():
+        field.disabled = True
+
+
+def _form_status(request, *forms) -> int:
+    return 400 if request.method == "POST" and any(form.errors for form in forms) else 200
+
+
+def _next_url(request, default: str) -> str:
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
+RULE_FILTERS = ("device",)
+
+
+@role_required
+def rule_list(request):
+    filters = _filters(request, RULE_FILTERS)
+    page = _page(request, selectors.rule_rows(device=_uuid_filter(filters, "device")))
+    rows = [selectors.rule_row(rule) for rule in page.object_list]
+    return render(
+        request,
+        "dashboard/rules.html",
+        _context(request, page=page, rows=rows, filters=filters, choices=selectors.rule_filter_choices()),
+    )
+
+
+@role_required
+def rule_new(request):
+    _writer_only(request, "create rules")
+    form = RuleForm(request.POST or None, initial={"device": request.GET.get("device") or None})
+    return _rule_form(request, form, rule=None)
+
+
+@role_required
+def rule_detail(request, rule_id):
+    try:
+        page = selectors.rule_page_get(rule_id=rule_id)
+    except Rule.DoesNotExist:
+        raise Http404("no such rule") from None
+    if request.method == "POST":
+        _writer_only(request, "change rules")
+        form = RuleForm(request.POST, instance=page.rule)
+    else:
+        form = RuleForm(instance=page.rule)
+        if not user_can_write(request.user):
+            _read_only(form)
+    return _rule_form(request, form, rule=page.rule, page=page)
+
+
+def _rule_form(request, form: RuleForm, *, rule: Rule | None, page: selectors.RulePage | None = None):
+    backtest_range = BacktestRangeForm(request.POST or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        if "preview" in request.POST:
+            draft = copy(rule) if rule else Rule()
+            for name, value in form.cleaned_data.items():
+                setattr(draft, name, value)
+            preview = selectors.rule_draft_backtest(rule=draft, span=backtest_range.span())
+        else:
+            try:
+                data = form.cleaned_data
+                saved = rule_create(**data) if rule is None else rule_update(rule=copy(rule), data=data)
+            except ValidationError as refused:
+                form.add_service_error(refused)
+            else:
+                messages.success(request, f"Rule “{saved.name}” saved.")
+                return redirect("dashboard:rule", rule_id=saved.id)
+    return render(
+        request,
+        "dashboard/rule.html",
+        _context(
+            request,
+            form=form,
+            rule=rule,
+            page=page,
+            backtest_range=backtest_range,
+            preview=preview,
+            templates=selectors.template_choices(),
+        ),
+        status=_form_status(request, form),
+    )
+
+
+def _rule_enable(request, rule_id, enabled: bool):
+    try:
+        rule = Rule.objects.get(id=rule_id)
+    except Rule.DoesNotExist:
+        raise Http404("no such rule") from None
+    done = "enabled" if enabled else "disabled"
+    try:
+        rule_update(rule=rule, data={"is_enabled": enabled})
+    except ValidationError as refused:
+        # The service validates the whole rule on every write: one saved before a template it
+        # names was deactivated must have that fixed first, and the page says where.
+        problems = "; ".join(f"{name}: {' '.join(found)}" for name, found in refused.message_dict.items())
+        messages.error(request, f"Rule “{rule.name}” was not {done}: {problems}")
+    else:
+        messages.success(request, f"Rule “{rule.name}” {done}.")
+    return redirect(_next_url(request, reverse("dashboard:rule", args=[rule.id])))
+
+
+@operator_required
+def rule_enable_view(request, rule_id):
+    return _rule_enable(request, rule_id, True)
+
+
+@operator_required
+def rule_disable_view(request, rule_id):
+    return _rule_enable(request, rule_id, False)
+
+
+def _template_activate(request, template_id, active: bool):
+    try:
+        template = NotificationTemplate.objects.get(id=template_id)
+    except NotificationTemplate.DoesNotExist:
+        raise Http404("no such notification template") from None
+    notification_template_update(template=template, changes={"is_active": active})
+    messages.success(request, f"Template “{template.name}” {'activated' if active else 'deactivated'}.")
+    return redirect(_next_url(request, reverse("dashboard:template", args=[template.id])))
+
+
+@operator_required
+def template_activate_view(request, template_id):
+    return _template_activate(request, template_id, True)
+
+
+@operator_required
+def template_deactivate_view(request, template_id):
+    return _template_activate(request, template_id, False)
+
+
+@role_required
+def template_list(request):
+    page = _page(request, selectors.template_rows())
+    return render(request, "dashboard/templates.html", _context(request, page=page))
+
+
+@role_required
+def template_new(request):
+    _writer_only(request, "create notification templates")
+    return _template_form(request, NotificationTemplateForm(request.POST or None), template=None)
+
+
+@role_required
+def template_detail(request, template_id):
+    try:
+        template = NotificationTemplate.objects.get(id=template_id)
+    except NotificationTemplate.DoesNotExist:
+        raise Http404("no such notification template") from None
+    if request.method == "POST":
+        _writer_only(request, "change notification templates")
+        form = NotificationTemplateForm(request.POST, instance=template)
+    else:
+        form = NotificationTemplateForm(instance=template)
+        if not user_can_write(request.user):
+            _read_only(form)
+    return _template_form(request, form, template=template)
+
+
+def _template_form(request, form: NotificationTemplateForm, *, template: NotificationTemplate | None):
+    preview_form = TemplatePreviewForm(request.POST or None)
+    preview = None
+    if request.method != "POST" and template is not None:
+        # The saved text, rendered for the sample event, for every role.
+        preview = selectors.template_preview(text=template.message_template)
+    elif request.method == "POST" and form.is_valid():
+        if "preview" in request.POST:
+            if preview_form.is_valid():
+                try:
+                    preview = selectors.template_preview(
+                        text=form.cleaned_data["message_template"], event_id=preview_form.cleaned_data["event"]
+                    )
+                except Event.DoesNotExist:
+                    preview_form.add_error("event", f"No event with id {preview_form.cleaned_data['event']}.")
+        else:
+            data = form.cleaned_data
+            saved = (
+                notification_template_create(**data)
+                if template is None
+                else notification_template_update(template=copy(template), changes=data)
+            )
+            messages.success(request, f"Template “{saved.name}” saved.")
+            return redirect("dashboard:template", template_id=saved.id)
+    return render(
+        request,
+        "dashboard/template.html",
+        _context(
+            request,
+            form=form,
+            template=template,
+            preview=preview,
+            preview_form=preview_form,
+            placeholders=PLACEHOLDERS,
+        ),
+        status=_form_status(request, form, preview_form),
+    )

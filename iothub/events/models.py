@@ -53,6 +53,20 @@ class Event(models.Model):
         related_name="+",
     )
     resolution_note = models.TextField(null=True, blank=True, editable=False)
+    # Extensions of the rule's state machine (docs/rules.md): breaches folded into this open event
+    # (`dedupe_while_open`), the auto-resolve's clearing reading, and the worker's reminders and
+    # escalation, each due at a time the worker claims by.
+    occurrences = models.IntegerField(default=1, db_default=1, editable=False)
+    last_value = models.JSONField(null=True, blank=True, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_telemetry_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    resolved_by_system = models.BooleanField(default=False, db_default=False, editable=False)
+    resolved_telemetry_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    resolved_value = models.JSONField(null=True, blank=True, editable=False)
+    reminders_sent = models.IntegerField(default=0, db_default=0, editable=False)
+    next_reminder_at = models.DateTimeField(null=True, blank=True, editable=False)
+    escalation_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    escalated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "events"
@@ -63,6 +77,11 @@ class Event(models.Model):
             models.Index(fields=["status", "timestamp"], name="idx_event_status_time"),
             models.Index(fields=["timestamp", "severity", "status"], name="idx_event_time_severity_status"),
             GinIndex(fields=["execution_results"], name="idx_event_execution_results_gin"),
+            # The worker's claims: unacknowledged events with a reminder or an escalation due.
+            models.Index(fields=["next_reminder_at"], name="idx_event_reminder_due", condition=models.Q(status="new")),
+            models.Index(
+                fields=["escalation_due_at"], name="idx_event_escalation_due", condition=models.Q(status="new")
+            ),
         ]
 
     def __str__(self) -> str:

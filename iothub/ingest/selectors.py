@@ -36,6 +36,8 @@ _TYPE_FIELDS = ["id", "name", "metric_name", "metric_unit", "metric_min", "metri
 _RULE_FIELDS = [
     "id", "device_id", "name", "operator", "threshold", "action_config", "cooldown_minutes",
     "last_triggered_at", "is_enabled", "metric", "severity",
+    "duration_seconds", "clear_threshold", "clear_duration_seconds", "auto_resolve", "dedupe_while_open",
+    "reminder_minutes", "escalation",
 ]  # fmt: skip
 _DEVICE = model_columns(Device, _DEVICE_FIELDS)
 _TYPE = model_columns(DeviceType, _TYPE_FIELDS)

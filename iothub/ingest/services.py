@@ -13,8 +13,11 @@ One batch, one transaction (group commit), in this order:
    message already stored is answered as stored, and writes nothing);
 4. the readings, one INSERT for the whole batch (the telemetry app's);
 5. the devices' rows, locked in id order, then updated (the devices app's);
-6. the rules of each device that a reading may trigger, evaluated: cooldown claims, events and
-   their outbox rows (notification deliveries, machine commands);
+6. the states of the stateful rules the readings concern (`rule_states`), locked in rule id order
+   in one statement; then the rules of each device that a reading may trigger or that keep a
+   state, evaluated by the rules' state machine: cooldown claims, events raised, updated or
+   resolved, their outbox rows (notification deliveries, machine commands); the states written
+   back in one statement;
 7. the answers of keyed requests recorded with their keys; commit.
 
 Why this order is free of deadlocks, in particular at a new TimescaleDB chunk (docs/ingest.md):
@@ -22,8 +25,9 @@ creating a chunk takes `ShareRowExclusiveLock` on `devices` for the chunk's fore
 waits for every transaction that has already updated `devices`. Here the readings are inserted
 before anything in the transaction updates `devices` or locks its rows, so a transaction that
 waits for a chunk holds nothing the chunk's creator waits for; once past step 5 a transaction
-waits only for rows of devices and rules, which every transaction locks in the same order
-(devices by id, then the rules of devices it holds). Idempotency keys, then MQTT deliveries, are
+waits only for rows of devices, rule states, rules and events, which every transaction locks in
+the same order (devices by id, then the states of rules of devices it holds by rule id, then those
+rules and their events). Idempotency keys, then MQTT deliveries, are
 claimed first, sorted, before any of these.
 
 Failure path, so that nothing is answered 2xx unless its rows are committed:
@@ -57,12 +61,14 @@ from iothub.devices.models import Device
 from iothub.devices.services import ReadingSeen, device_token_hash, devices_record_readings
 from iothub.events.models import Event
 from iothub.events.selectors import event_summary
-from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger
+from iothub.events.services import alarm_states_lock
+from iothub.ingest.evaluation import readings_evaluate, readings_may_trigger, stateful_rule_ids, states_changed
 from iothub.ingest.models import IdempotencyKey
 from iothub.ingest.selectors import Sender, senders_get
 from iothub.ingest.validation import FieldError, IngestRejected, Limits, messages_validate
 from iothub.rules.models import Rule
 from iothub.rules.selectors import rules_enabled_for_device
+from iothub.rules.services import rule_states_write
 from iothub.telemetry.services import NewReading, StoredReading, telemetry_insert
 
 logger = logging.getLogger(__name__)
@@ -294,10 +300,26 @@ def _store(plans: list[_Plan]) -> dict[int, Outcome]:
             for device_id, device_plans in by_device.items()
         }
     )
+    # The states of the stateful rules these readings concern, all locked in one statement, in
+    # rule id order, after the devices' rows (docs/ingest.md).
+    stateful = [
+        rule_id
+        for device_plans in by_device.values()
+        for rule_id in stateful_rule_ids(
+            device=device_plans[0].sender.device,
+            readings=[r for plan in device_plans for r in plan.stored],
+            rules=device_plans[0].sender.rules,
+        )
+    ]
+    states = alarm_states_lock(rule_ids=stateful) if stateful else {}
+    before = dict(states)
     for device_id, device_plans in by_device.items():
         sender = device_plans[0].sender
         sender.device.status = statuses[device_id]
-        _rules_evaluate(sender, device_plans)
+        _rules_evaluate(sender, device_plans, states)
+    if states:
+        rules = [rule for plans in by_device.values() for rule in plans[0].sender.rules]
+        rule_states_write(states=states_changed(before, states, rules))
 
     for plan in writing:
         outcomes[plan.index] = Accepted(
@@ -313,13 +335,14 @@ def _store(plans: list[_Plan]) -> dict[int, Outcome]:
     return outcomes
 
 
-def _rules_evaluate(sender: Sender, plans: list[_Plan]) -> None:
+def _rules_evaluate(sender: Sender, plans: list[_Plan], states: dict) -> None:
     """The device's rules on the readings of all its requests in the batch, in timestamp order (as
-    one request's batch is); each event goes to the request whose reading raised it."""
+    one request's batch is); each event goes to the request whose reading raised it. `states`: the
+    batch's locked rule states, updated in place."""
     readings = [r for plan in plans for r in plan.stored]
     if not sender.rules or not readings_may_trigger(device=sender.device, readings=readings, rules=sender.rules):
         return
-    events = readings_evaluate(device=sender.device, readings=readings, rules=sender.rules)
+    events = readings_evaluate(device=sender.device, readings=readings, rules=sender.rules, states=states)
     if not events:
         return
     owner = {r.id: plan for plan in plans for r in plan.stored}

@@ -29,6 +29,7 @@ from iothub.notifications.models import DeliveryStatus, NotificationDelivery, No
 from iothub.notifications.selectors import notification_context
 from iothub.notifications.templating import TemplateError, template_render, template_validate
 from iothub.recipients import Recipient, RecipientError, recipient_parse, recipients_merge, recipients_parse
+from iothub.rules.actions import rule_actions
 from iothub.rules.models import Rule
 
 logger = logging.getLogger(__name__)
@@ -362,3 +363,68 @@ def notification_delivery_retry(*, delivery_id: int) -> NotificationDelivery:
         notification_action_record(event_id=delivery.event_id, template_id=delivery.template_id)
         deliveries_wake()
     return delivery
+
+
+# ------------------------------------------------------------------------------------------------
+# Reminders and escalation of unacknowledged events (the worker runs them)
+# ------------------------------------------------------------------------------------------------
+
+# Unacknowledged events with a reminder or an escalation due, each locked for this transaction; an
+# event another transaction holds (a delivery being recorded, a person acknowledging) waits for the
+# next look. The partial indexes `idx_event_reminder_due` / `idx_event_escalation_due` serve it.
+_FOLLOW_UPS_DUE_SQL = """
+    SELECT id FROM events
+    WHERE status = 'new' AND (next_reminder_at <= %(now)s OR escalation_due_at <= %(now)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+
+def event_follow_ups_send(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Queue the reminders and escalations that are due: the rule's notification actions again
+    (`reminder_minutes`, at most `reminder_limit` times), or the escalation's template once, each as
+    a new `execution_results` entry (`reminder`: its number, or `escalation`: true) with its own
+    deliveries. How many were queued. Acknowledging or resolving the event stops both."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_FOLLOW_UPS_DUE_SQL, {"now": now, "limit": limit})
+        ids = [row[0] for row in cursor.fetchall()]
+    queued = 0
+    for event in Event.objects.select_related("rule").filter(id__in=ids).order_by("id"):
+        rule = event.rule
+        sends: list[tuple[dict, dict]] = []  # (action, the marks of its entry)
+        if event.next_reminder_at is not None and event.next_reminder_at <= now:
+            number = event.reminders_sent + 1
+            actions = [a for a in rule_actions(rule) if isinstance(a, dict) and a.get("type") == "notification"]
+            sends += [(action, {"reminder": number}) for action in actions]
+            event.reminders_sent = number
+            more = rule.reminder_minutes and (rule.reminder_limit is None or number < rule.reminder_limit)
+            event.next_reminder_at = now + timedelta(minutes=rule.reminder_minutes) if more else None
+        if event.escalation_due_at is not None and event.escalation_due_at <= now:
+            escalation = rule.escalation if isinstance(rule.escalation, dict) else {}
+            if escalation.get("template_id") is not None:
+                sends.append(({"type": "notification", "template_id": escalation["template_id"]}, {"escalation": True}))
+            event.escalated_at = now
+            event.escalation_due_at = None
+        start = len(event.execution_results)
+        event.execution_results = [
+            *event.execution_results,
+            *(
+                {"type": "notification", "template_id": action.get("template_id"), **marks, "status": RESULT_PENDING}
+                for action, marks in sends
+            ),
+        ]
+        event.save(
+            update_fields=[
+                "execution_results",
+                "reminders_sent",
+                "next_reminder_at",
+                "escalation_due_at",
+                "escalated_at",
+            ]
+        )
+        for offset, (action, _) in enumerate(sends):
+            notification_deliveries_enqueue(event=event, action_index=start + offset, action=action)
+        queued += len(sends)
+    return queued

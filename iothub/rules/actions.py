@@ -81,6 +81,11 @@ def action_config_validate(config: object) -> list[dict]:
     return config
 
 
+def rule_actions(rule) -> list:
+    """A rule's actions as stored; a non-list (written past the API by a SQL client) is none."""
+    return rule.action_config if isinstance(rule.action_config, list) else []
+
+
 def action_shape_problem(action: object) -> str | None:
     """The first problem of one action's shape, without reading the database; None if none.
 

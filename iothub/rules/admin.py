@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from iothub.rules.actions import action_config_validate
 from iothub.rules.models import Rule
-from iothub.rules.services import MAX_COOLDOWN_MINUTES, METRIC_NAME
+from iothub.rules.services import ALARM_DEFAULTS, ALARM_FIELDS, MAX_COOLDOWN_MINUTES, METRIC_NAME, alarm_problems
 
 
 class RuleForm(forms.ModelForm):
@@ -24,7 +24,25 @@ class RuleForm(forms.ModelForm):
             "cooldown_minutes",
             "is_enabled",
             "action_config",
+            *ALARM_FIELDS,
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The alarm options are optional: left empty, each takes the default that keeps the spec's behaviour.
+        for name in ALARM_FIELDS:
+            self.fields[name].required = False
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, default in ALARM_DEFAULTS.items():
+            if cleaned.get(name) is None and name not in self.errors:
+                cleaned[name] = default
+        draft = Rule(**{name: cleaned[name] for name in self.Meta.fields if name in cleaned and name != "device"})
+        for name, problem in alarm_problems(draft):
+            if name in self.fields and name not in self.errors:
+                self.add_error(name, problem)
+        return cleaned
 
     def clean_action_config(self):
         config = self.cleaned_data["action_config"]

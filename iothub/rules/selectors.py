@@ -5,11 +5,25 @@ from uuid import UUID
 from django.db.models import QuerySet
 
 from iothub.db import execute_prepared, model_columns, model_from_row
-from iothub.rules.models import Rule
+from iothub.rules.models import Rule, RulePhase, RuleState
 
 
 def rule_list() -> QuerySet[Rule]:
-    return Rule.objects.select_related("device", "device__device_type")
+    return Rule.objects.select_related("device", "device__device_type", "state")
+
+
+def rule_state_view(rule: Rule) -> dict:
+    """A rule's state as the API and the dashboard show it; a rule without a state row is ok."""
+    try:
+        state = rule.state
+    except RuleState.DoesNotExist:
+        return {"phase": RulePhase.OK, "since": None, "last_reading_at": None, "open_event": None}
+    return {
+        "phase": state.phase,
+        "since": state.since,
+        "last_reading_at": state.last_reading_at,
+        "open_event": state.open_event_id,
+    }
 
 
 _RULE_COLUMNS = model_columns(Rule)

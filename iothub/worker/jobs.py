@@ -17,8 +17,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from iothub.devices.services import devices_mark_inactive
+from iothub.events.services import nodata_rules_evaluate
 from iothub.machines.outbox import MachineCommandOutbox
 from iothub.notifications.delivery import DeliveryOutbox
+from iothub.notifications.services import event_follow_ups_send
 from iothub.outbox import Outbox
 from iothub.telemetry.chunks import telemetry_reorder_chunks
 from iothub.telemetry.timescale import telemetry_apply_retention
@@ -64,6 +66,16 @@ def periodic_jobs() -> list[PeriodicJob]:
             "device_inactivity",
             every=timedelta(seconds=settings.IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS),
             task=_devices_mark_inactive,
+        ),
+        PeriodicJob(
+            "rules_nodata",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_ALARM_CHECK_SECONDS),
+            task=nodata_rules_evaluate,
+        ),
+        PeriodicJob(
+            "event_follow_ups",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_ALARM_CHECK_SECONDS),
+            task=event_follow_ups_send,
         ),
         PeriodicJob(
             "telemetry_retention",

@@ -185,3 +185,81 @@ def test_a_null_cooldown_replays_as_fifteen_minutes(operator_client, device, hou
     ).json()
 
     assert (body["condition"]["cooldown_minutes"], body["events"]) == (15, 2)
+
+
+def test_a_stateful_draft_is_replayed_by_the_live_state_machine(operator_client, device, hour_of_readings, t0):
+    """Over 20 for minutes 0-9 and 30-39: with a 5-minute duration and auto-resolve, each stretch
+    raises at its fifth minute and resolves at its first reading back under."""
+    rule = make_rule(device, cooldown_minutes=0)
+
+    response = operator_client.post(
+        url(rule),
+        {
+            "start": iso(t0),
+            "end": iso(t0 + timedelta(hours=1)),
+            "duration_seconds": 300,
+            "auto_resolve": True,
+            "dedupe_while_open": True,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["events"], body["resolved"], body["updates"], body["matching_readings"]) == (2, 2, 8, 20)
+    assert [(e["timestamp"], e["resolved_at"], e["occurrences"]) for e in body["first_events"]] == [
+        (iso(t0 + timedelta(minutes=5)), iso(t0 + timedelta(minutes=10)), 5),
+        (iso(t0 + timedelta(minutes=35)), iso(t0 + timedelta(minutes=40)), 5),
+    ]
+    assert body["condition"]["duration_seconds"] == 300
+
+
+def test_the_backtest_agrees_with_live_stateful_evaluation(client, operator_client, device_with_token, t0):
+    device = device_with_token.device
+    rule = make_rule(
+        device,
+        cooldown_minutes=0,
+        duration_seconds=120,
+        clear_threshold="12",
+        auto_resolve=True,
+        dedupe_while_open=True,
+    )
+    values = [16, 16, 16, 13, 16, 11, 11, 16, 16, 16, 16, 9]
+    for m, v in enumerate(values):
+        send(client, device_with_token.token, message(device, at=t0 + timedelta(minutes=m), vibration=v))
+
+    body = operator_client.post(
+        url(rule), {"start": iso(t0), "end": iso(t0 + timedelta(hours=1))}, format="json"
+    ).json()
+
+    live = list(Event.objects.order_by("timestamp"))
+    assert body["events"] == len(live) == 2
+    assert body["resolved"] == sum(e.status == "resolved" for e in live) == 2
+    assert [e["timestamp"] for e in body["first_events"]] == [iso(e.timestamp) for e in live]
+    assert [e["resolved_telemetry_id"] for e in body["first_events"]] == [e.resolved_telemetry_id for e in live]
+    assert [e["occurrences"] for e in body["first_events"]] == [e.occurrences for e in live] == [2, 2]
+
+
+def test_a_nodata_rule_backtests_its_silences(operator_client, device_with_token, client, t0):
+    device = device_with_token.device
+    rule = make_rule(device, operator="nodata", threshold="0", duration_seconds=600, cooldown_minutes=0)
+    for m in (0, 5, 30, 35):  # silent from 5 to 30: one event at 15, resolved at 30
+        send(client, device_with_token.token, message(device, at=t0 + timedelta(minutes=m), vibration=1))
+
+    body = operator_client.post(
+        url(rule), {"start": iso(t0), "end": iso(t0 + timedelta(minutes=40))}, format="json"
+    ).json()
+
+    assert (body["events"], body["resolved"]) == (1, 1)
+    assert body["first_events"][0]["timestamp"] == iso(t0 + timedelta(minutes=15))
+    assert body["first_events"][0]["resolved_at"] == iso(t0 + timedelta(minutes=30))
+    assert body["first_events"][0]["value"] is None
+
+
+def test_a_draft_with_a_bad_option_is_a_400_naming_it(operator_client, device, t0):
+    rule = make_rule(device)
+
+    response = operator_client.post(url(rule), {"clear_threshold": "99"}, format="json")
+
+    assert response.status_code == 400
+    assert "clear_threshold" in response.json()
