@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 from django.forms.utils import ErrorDict
 from rest_framework import serializers
 
@@ -81,6 +82,14 @@ class SerializerValidatedForm(forms.ModelForm):
             if isinstance(field, forms.JSONField) or not (target.required or target.allow_null):
                 data.pop(name)
         return data
+
+    def add_conflict(self, error: IntegrityError) -> None:
+        """A save the database refused as conflicting with a row saved meanwhile, shown beside the
+        field PostgreSQL's detail names ("Key (name)=(Ops email) already exists.")."""
+        detail = getattr(getattr(error.__cause__, "diag", None), "message_detail", None) or ""
+        column = _key_column(detail)
+        message = f"It conflicts with a record saved meanwhile and was not saved. {detail}".strip()
+        self.add_error(column if column in self.fields else None, message)
 
     def add_service_error(self, error: ValidationError) -> None:
         """Show a service's refusal (a Django `ValidationError` naming fields) on the form."""
@@ -177,3 +186,10 @@ class TemplatePreviewForm(forms.Form):
     event = forms.IntegerField(
         required=False, min_value=1, label="Preview for event", help_text="An event's id; empty: a sample event."
     )
+
+
+def _key_column(detail: str) -> str | None:
+    """The column of a unique violation's detail, "Key (name)=(...) already exists." -> "name"."""
+    if detail.startswith("Key (") and ")=(" in detail:
+        return detail[len("Key (") : detail.index(")=(")]
+    return None

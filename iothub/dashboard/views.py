@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -278,6 +279,20 @@ def rule_detail(request, rule_id):
     return _rule_form(request, form, rule=page.rule, page=page)
 
 
+def _form_save(form, save):
+    """The service's save, or None with its refusal shown on the form: a validation error naming
+    fields, or a conflict the form's checks could not see (another user saved the same unique name
+    between this form's check and its save), named as the API names it (409 there)."""
+    try:
+        with transaction.atomic():
+            return save()
+    except ValidationError as refused:
+        form.add_service_error(refused)
+    except IntegrityError as conflict:
+        form.add_conflict(conflict)
+    return None
+
+
 def _rule_form(request, form: RuleForm, *, rule: Rule | None, page: selectors.RulePage | None = None):
     backtest_range = BacktestRangeForm(request.POST or None)
     preview = None
@@ -288,12 +303,11 @@ def _rule_form(request, form: RuleForm, *, rule: Rule | None, page: selectors.Ru
                 setattr(draft, name, value)
             preview = selectors.rule_draft_backtest(rule=draft, span=backtest_range.span())
         else:
-            try:
-                data = form.cleaned_data
-                saved = rule_create(**data) if rule is None else rule_update(rule=copy(rule), data=data)
-            except ValidationError as refused:
-                form.add_service_error(refused)
-            else:
+            data = form.cleaned_data
+            saved = _form_save(
+                form, lambda: rule_create(**data) if rule is None else rule_update(rule=copy(rule), data=data)
+            )
+            if saved is not None:
                 messages.success(request, f"Rule “{saved.name}” saved.")
                 return redirect("dashboard:rule", rule_id=saved.id)
     return render(
@@ -405,13 +419,17 @@ def _template_form(request, form: NotificationTemplateForm, *, template: Notific
                     preview_form.add_error("event", f"No event with id {preview_form.cleaned_data['event']}.")
         else:
             data = form.cleaned_data
-            saved = (
-                notification_template_create(**data)
-                if template is None
-                else notification_template_update(template=copy(template), changes=data)
+            saved = _form_save(
+                form,
+                lambda: (
+                    notification_template_create(**data)
+                    if template is None
+                    else notification_template_update(template=copy(template), changes=data)
+                ),
             )
-            messages.success(request, f"Template “{saved.name}” saved.")
-            return redirect("dashboard:template", template_id=saved.id)
+            if saved is not None:
+                messages.success(request, f"Template “{saved.name}” saved.")
+                return redirect("dashboard:template", template_id=saved.id)
     return render(
         request,
         "dashboard/template.html",

@@ -4,6 +4,7 @@ on the server; drafts are previewed (a backtest, a rendered message) without bei
 
 import json
 import re
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -482,3 +483,38 @@ def test_a_rule_the_service_refuses_to_disable_says_why_and_stays_enabled(operat
     assert "was not disabled: action_config:" in page and "template_id" in page
     rule.refresh_from_db()
     assert rule.is_enabled is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_template_name_saved_meanwhile_by_someone_else_is_refused_naming_the_field(operator_user):
+    """Two operators save templates of the same name at the same moment: the form's check passes
+    for both (neither sees the other's row), and the database's unique constraint refuses the second.
+    The race is made deterministic: this test's transaction inserts the name and holds it while the
+    form's save waits on the unique index; then it commits. The page names the field; no 500."""
+    from django.db import connection, transaction
+
+    from tests.locks import wait_until_a_transaction_waits_for_ours
+
+    web = Client()
+    web.force_login(operator_user)
+    answer = {}
+
+    def post():
+        web.raise_request_exception = False  # a 500 is an answer to assert on
+        try:
+            answer["response"] = web.post("/templates/new/", template_post(name="Shift lead"))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        notification_template_create(name="Shift lead", message_template="{rule_name}", recipients=[])
+        thread = threading.Thread(target=post)
+        thread.start()
+        wait_until_a_transaction_waits_for_ours()
+    thread.join(timeout=30)
+
+    response = answer["response"]
+    assert response.status_code == 400, response.content[:500]
+    assert errors_named(response) == {"name"}
+    assert "already exists" in response.content.decode()
+    assert NotificationTemplate.objects.filter(name="Shift lead").count() == 1
