@@ -305,6 +305,10 @@ IOTHUB_INGEST_MAX_BODY_BYTES = env_int("IOTHUB_INGEST_MAX_BODY_BYTES", 1024 * 10
 IOTHUB_INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env_int("IOTHUB_INGEST_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0))
 # Telemetry older than this is dropped (by TimescaleDB's policy job, or by the worker).
 IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365, minimum=1)
+# Roll-ups of telemetry per device, metric and minute/hour, kept by ingest in the readings'
+# transaction and read by aggregates (docs/telemetry.md). Off: neither kept nor read (for
+# benchmarks); turning them on again needs `manage.py telemetry_rollups_rebuild`.
+IOTHUB_TELEMETRY_ROLLUPS = env_bool("IOTHUB_TELEMETRY_ROLLUPS", True)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
 # How long the answer to a request sent with an Idempotency-Key is kept for its retries.

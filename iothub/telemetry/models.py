@@ -56,3 +56,51 @@ class Telemetry(models.Model):
 
     def __str__(self) -> str:
         return f"telemetry {self.id} of device {self.device_id} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class NumericField(models.DecimalField):
+    """PostgreSQL's unconstrained `numeric`: any JSON number exactly, with its own scale, so that
+    sums of roll-ups are the sums of the readings digit for digit (and an average, sum over
+    count, is the one `avg` gives)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_digits", None)
+        kwargs.setdefault("decimal_places", None)
+        super().__init__(*args, **kwargs)
+
+    def check(self, **kwargs):
+        # DecimalField's checks ask for a precision and scale, which `numeric` here has not.
+        return models.Field.check(self, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+
+class TelemetryRollup(models.Model):
+    """One device's readings of one metric within one bucket (a minute or an hour, aligned on the
+    aggregates' origin): how many, their sum, smallest, largest, and the last one (by timestamp,
+    then telemetry id). Written by ingest in the readings' transaction
+    (`iothub.telemetry.services`), trimmed by retention, read by the aggregates
+    (`iothub.telemetry.selectors`). Not a table of the spec: docs/schema.md."""
+
+    pk = models.CompositePrimaryKey("device_id", "metric", "bucket_seconds", "bucket")
+    # The database cascades a device's deletion (ON DELETE CASCADE, added by the migration).
+    device = models.ForeignKey(
+        Device, on_delete=models.DO_NOTHING, db_index=False, db_constraint=False, related_name="+"
+    )
+    metric = models.CharField(max_length=64)
+    bucket_seconds = models.IntegerField()
+    bucket = models.DateTimeField()
+    count = models.BigIntegerField()
+    sum = NumericField()
+    min = NumericField()
+    max = NumericField()
+    last = NumericField()
+    last_timestamp = models.DateTimeField()
+    last_telemetry_id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "telemetry_rollups"
+
+    def __str__(self) -> str:
+        return f"{self.metric} of device {self.device_id}, {self.bucket_seconds} s from {self.bucket:%Y-%m-%d %H:%M}"
