@@ -43,7 +43,8 @@ import loadgen
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "iothub_bench"
+# Its own name per checkout when several benchmark on one server: IOTHUB_BENCH_DB.
+BENCH_DB = os.environ.get("IOTHUB_BENCH_DB", "iothub_bench")
 
 
 # --- Setup -----------------------------------------------------------------------------------------
@@ -277,6 +278,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--workers", type=int, help="hub processes (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, help="Django threads per process (default: gunicorn.conf.py's)")
+    parser.add_argument(
+        "--rollups-off",
+        action="store_true",
+        help="then (a) and (b) again with IOTHUB_TELEMETRY_ROLLUPS off, and the ratios on/off",
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
@@ -368,6 +374,27 @@ def main() -> None:
         stored = telemetry_count(database_url) - before
     finally:
         hub.stop()
+
+    if args.rollups_off:
+        # The same hub without roll-ups (neither written nor read), on the same table, just after.
+        hub = start_hub(
+            {**env, "IOTHUB_TELEMETRY_ROLLUPS": "false"}, port=port, workers=args.workers, threads=args.threads
+        )
+        try:
+            loadgen.run(host, port, singles, seconds=3, clients=16)
+            off_before = telemetry_count(database_url)
+            clients = args.clients[0]
+            a_off = loadgen.run(host, port, singles, seconds=args.seconds, clients=clients, processes=args.generators)
+            b_off = loadgen.run(host, port, batches, seconds=args.seconds, clients=args.batch_clients)
+            off_stored = telemetry_count(database_url) - off_before
+        finally:
+            hub.stop()
+        print(line(f"(a)  roll-ups off, {clients} clients", a_off), flush=True)
+        print(line(f"(b)  roll-ups off, batches of {args.batch_size}", b_off, "rows/s"), flush=True)
+        ratio_a, ratio_b = closed[clients].rate() / a_off.rate(), b.rate() / b_off.rate()
+        print(f"     roll-ups on / off: (a) {ratio_a:.2f}, (b) {ratio_b:.2f}", flush=True)
+        if off_stored != a_off.rows + b_off.rows:
+            raise SystemExit(f"roll-ups off: acknowledged {a_off.rows + b_off.rows}, found {off_stored}")
 
     c_one = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=1)
     c_two = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=2)
