@@ -83,7 +83,8 @@ FROM (
     FROM {source} AS s
     CROSS JOIN LATERAL jsonb_each(s.payload -> 'metrics') AS m
     CROSS JOIN unnest(ARRAY{sizes}) AS z(seconds)
-    WHERE jsonb_typeof(m.value) = 'number'{where}
+    -- Names beyond 64 characters (ingest refuses them; SQL may write them) cannot be asked for.
+    WHERE jsonb_typeof(m.value) = 'number' AND char_length(m.key) <= 64{where}
 ) AS readings
 GROUP BY device_id, metric, seconds, bucket
 ORDER BY device_id, metric, seconds, bucket
