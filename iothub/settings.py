@@ -431,6 +431,8 @@ IOTHUB_WORKER_BATCH_SIZE = env_int("IOTHUB_WORKER_BATCH_SIZE", 16, minimum=1)
 # How often the worker runs its periodic tasks.
 IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS = env_int("IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS", 60, minimum=1)
 IOTHUB_WORKER_RETENTION_CHECK_SECONDS = env_int("IOTHUB_WORKER_RETENTION_CHECK_SECONDS", 3600, minimum=1)
+# How often the worker rolls up the readings ingest queued (docs/telemetry.md, "Roll-ups").
+IOTHUB_WORKER_ROLLUP_SECONDS = env_int("IOTHUB_WORKER_ROLLUP_SECONDS", 1, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # The dashboard (docs/dashboard.md)

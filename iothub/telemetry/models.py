@@ -8,6 +8,7 @@ sequence), which the initial migration creates.
 import json
 import math
 
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
@@ -104,3 +105,24 @@ class TelemetryRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric} of device {self.device_id}, {self.bucket_seconds} s from {self.bucket:%Y-%m-%d %H:%M}"
+
+
+class TelemetryRollupQueue(models.Model):
+    """A batch of readings stored by ingest and not rolled up yet: their telemetry ids, the
+    devices they belong to, and the span of their timestamps. Inserted by ingest in the readings'
+    statement, claimed, rolled up and deleted by the worker in one transaction
+    (`telemetry_rollups_process`); the aggregates add the readings still queued to the roll-ups
+    (`iothub.telemetry.selectors`). Not a table of the spec: docs/schema.md."""
+
+    id = models.BigAutoField(primary_key=True)
+    telemetry_ids = ArrayField(models.BigIntegerField())
+    device_ids = ArrayField(models.UUIDField())
+    first_timestamp = models.DateTimeField()
+    last_timestamp = models.DateTimeField()
+    queued_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "telemetry_rollup_queue"
+
+    def __str__(self) -> str:
+        return f"{len(self.telemetry_ids)} readings queued for roll-up at {self.queued_at:%Y-%m-%d %H:%M:%S}"

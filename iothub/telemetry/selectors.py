@@ -137,6 +137,24 @@ FROM telemetry_rollups
 WHERE device_id = %(device_id)s AND metric = %(metric)s AND bucket_seconds = %(size_{i})s
   AND bucket >= %(start_{i})s AND bucket < %(end_{i})s
 """
+# The readings of the roll-ups' span that the worker has not rolled up yet: found by id from the
+# queue's batches of this device (a small table: the queue of the last seconds), never by scanning
+# the device's range.
+_QUEUED_PIECE_SQL = """
+SELECT "timestamp" AS at, 1::bigint AS n, value AS total, value AS lo, value AS hi
+FROM (
+    SELECT t."timestamp", (t.payload -> 'metrics' -> %(metric)s)::numeric AS value
+    FROM (
+        SELECT unnest(telemetry_ids) AS id FROM telemetry_rollup_queue
+        WHERE %(device_id)s = ANY(device_ids)
+          AND last_timestamp >= %(queued_start)s AND first_timestamp < %(queued_end)s
+    ) AS q
+    JOIN telemetry AS t ON t.id = q.id
+    WHERE t.device_id = %(device_id)s AND t."timestamp" >= %(queued_start)s AND t."timestamp" < %(queued_end)s
+      AND t.payload -> 'metrics' ? %(metric)s
+      AND jsonb_typeof(t.payload -> 'metrics' -> %(metric)s) = 'number'
+) AS queued
+"""
 # avg is sum / count in `numeric`, exactly what PostgreSQL's avg(numeric) computes (numeric_avg
 # divides the same sum by the same count), so it is the same number whichever parts answer it.
 _AGGREGATE_SQL = {
@@ -162,9 +180,10 @@ def telemetry_aggregate(
     """Time-bucketed aggregates of one metric: `time_bucket` on TimescaleDB, `date_bin` on plain
     PostgreSQL (same origin, same answers). Empty buckets are left out.
 
-    Read from the roll-ups where they answer exactly (`aggregate_pieces`) and from raw readings
-    elsewhere, in one statement (one snapshot: the roll-ups are written in the readings'
-    transaction, so both agree). `rollups=False` reads raw readings only (the setting
+    Read from the roll-ups where they answer exactly (`aggregate_pieces`), plus the readings there
+    still queued for the worker, and from raw readings elsewhere, in one statement (one snapshot:
+    the worker deletes a batch from the queue in the transaction that adds it to the roll-ups, so
+    each reading is counted once, whatever the worker's lag). `rollups=False` reads raw readings only (the setting
     IOTHUB_TELEMETRY_ROLLUPS decides by default); the answers are the same.
 
     Computed in `numeric`, exactly: PostgreSQL's `avg` of `double precision` keeps a running sum
@@ -190,6 +209,11 @@ def telemetry_aggregate(
         else:
             params[f"size_{i}"] = int(piece.size.total_seconds())
             parts.append(_ROLLUP_PIECE_SQL.format(i=i))
+    rolled_up = [piece for piece in pieces if piece.size is not None]
+    if rolled_up:
+        # The roll-up pieces are contiguous (raw readings only at the open edges).
+        params["queued_start"], params["queued_end"] = rolled_up[0].start, rolled_up[-1].end
+        parts.append(_QUEUED_PIECE_SQL)
     bucket_function = "time_bucket" if engine == "time_bucket" else "date_bin"
     # The aggregate names come from AGGREGATES above, never from the request.
     columns = ", ".join(_AGGREGATE_SQL[name] for name in aggregates)

@@ -4,6 +4,7 @@ The telemetry table is written here and nowhere else: ingest hands over the read
 batch (any number of devices) and gets their ids back.
 """
 
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -11,7 +12,7 @@ from uuid import UUID
 
 import orjson
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from iothub.db import execute_prepared
 
@@ -60,12 +61,11 @@ _INSERT_SQL = f"WITH {_STORED_CTE} SELECT id FROM stored"  # noqa: S608 (constan
 # bucket's row. The last reading of a bucket is the one of the greatest (timestamp, id): an array
 # compares element by element, so `max(ARRAY[epoch, id, value])` finds it in the same pass.
 #
-# Lock order (docs/ingest.md): the roll-up rows are written after every telemetry row of the
-# statement (the GROUP BY and ORDER BY consume all of `stored` before the first upsert), so a
-# transaction that waits for a new chunk holds no roll-up row; and they are written sorted by
-# their key, so two transactions that share rows take them in the same order and wait for each
-# other rather than deadlock. The foreign key to `devices` takes only KEY SHARE on device rows,
-# which neither chunk creation nor the later FOR NO KEY UPDATE of the device rows waits for.
+# Written by the worker (`telemetry_rollups_process`) and the rebuild, never by ingest. The rows are
+# written sorted by their key, so two transactions that share rows take them in the same order and
+# wait for each other rather than deadlock. The foreign key to `devices` takes only KEY SHARE on
+# device rows, which neither chunk creation nor ingest's FOR NO KEY UPDATE of the device rows
+# waits for.
 ROLLUP_SIZES = (60, 3600)
 # time_bucket's default origin for sub-month buckets (a Monday); date_bin gets the same one so
 # that both engines, and the roll-ups, put every reading in the same bucket.
@@ -110,8 +110,16 @@ def rollup_upsert_sql(*, source: str, where: str = "") -> str:
     )
 
 
-_INSERT_ROLLED_UP_SQL = f"""
-WITH {_STORED_CTE}, rolled AS ({rollup_upsert_sql(source="stored")})
+# With roll-ups on, the readings' statement also queues the batch for the worker: one row of the
+# batch's telemetry ids, its devices and the span of its timestamps (`TelemetryRollupQueue`). A
+# plain insert, after every telemetry row of the statement (the aggregate consumes all of `stored`
+# first), on a table no other statement of ingest's transaction touches: no row another writer
+# waits for, so ingest's lock order (docs/ingest.md) is unchanged.
+_INSERT_QUEUED_SQL = f"""
+WITH {_STORED_CTE}, queued AS (
+    INSERT INTO telemetry_rollup_queue (telemetry_ids, device_ids, first_timestamp, last_timestamp)
+    SELECT array_agg(id), array_agg(DISTINCT device_id), min("timestamp"), max("timestamp") FROM stored
+)
 SELECT id FROM stored
 """  # noqa: S608 (constants only)
 
@@ -120,10 +128,10 @@ def telemetry_insert(*, rows: Sequence[tuple[UUID, NewReading]]) -> list[StoredR
     """Insert readings of one or many devices, `(device_id, reading)` each, in one statement, inside
     the caller's transaction; returns them as stored, in the order given.
 
-    It writes the telemetry table and, in the same statement, the roll-ups (unless
-    IOTHUB_TELEMETRY_ROLLUPS is off), after the rows and in key order: callers that also update
-    `devices` do so in a statement of their own, after this one (see `iothub.ingest.services` for
-    why the order matters).
+    It writes the telemetry table and, in the same statement, queues the batch for the roll-ups
+    (unless IOTHUB_TELEMETRY_ROLLUPS is off), after the rows: callers that also update `devices`
+    do so in a statement of their own, after this one (see `iothub.ingest.services` for why the
+    order matters). The worker rolls the queue up (`telemetry_rollups_process`).
     """
     # In UTC: the instant is the same, and an offset PostgreSQL cannot parse (beyond ±15:59) never
     # reaches it.
@@ -134,7 +142,7 @@ def telemetry_insert(*, rows: Sequence[tuple[UUID, NewReading]]) -> list[StoredR
             for (device_id, reading), timestamp in zip(rows, timestamps, strict=True)
         ]
     )
-    sql = _INSERT_ROLLED_UP_SQL if settings.IOTHUB_TELEMETRY_ROLLUPS else _INSERT_SQL
+    sql = _INSERT_QUEUED_SQL if settings.IOTHUB_TELEMETRY_ROLLUPS else _INSERT_SQL
     ids = sorted(row[0] for row in execute_prepared(sql, {"rows": document.decode()}))
     if len(ids) != len(rows):
         raise AssertionError(f"inserted {len(ids)} telemetry rows for {len(rows)} readings")
@@ -175,7 +183,56 @@ def telemetry_rollups_rebuild(
     bounds = {"device_id": device_id, "start": start, "end": end}
     with connection.cursor() as cursor:
         rollups = _rebuild_conditions(device="device_id", time="bucket", **bounds)
+        # No roll-up pass runs meanwhile (they wait), and the readings still queued are left to
+        # the passes after this transaction: each reading is counted once, by one or the other,
+        # while ingest goes on.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK])
         cursor.execute(f"DELETE FROM telemetry_rollups WHERE {rollups}", params)  # noqa: S608
         readings = _rebuild_conditions(device="s.device_id", time='s."timestamp"', **bounds)
+        readings += " AND s.id NOT IN (SELECT unnest(telemetry_ids) FROM telemetry_rollup_queue)"
         cursor.execute(rollup_upsert_sql(source="telemetry", where=readings), params)
         return cursor.rowcount
+
+
+# Roll-up passes take this advisory lock shared (several workers may roll up at once: they claim
+# different queue rows); the rebuild and retention take it exclusively, so that no pass writes
+# roll-ups from readings they are deleting or counting.
+ROLLUP_LOCK = zlib.crc32(b"iothub.telemetry.rollups")
+ROLLUP_QUEUE_CLAIM = 1000
+
+# The claimed batches' readings, found by id (the primary key's index of each chunk) within the
+# span of their timestamps (constants, so that TimescaleDB reads only the chunks of that span).
+# Readings that retention or a device's deletion removed meanwhile are simply not found.
+_QUEUED_READINGS = """(
+    SELECT t.id, t.device_id, t."timestamp", t.payload
+    FROM (SELECT unnest(telemetry_ids) AS id FROM telemetry_rollup_queue WHERE id = ANY(%(claimed)s)) AS q
+    JOIN telemetry AS t ON t.id = q.id
+    WHERE t."timestamp" >= %(first)s AND t."timestamp" <= %(last)s
+)"""
+
+
+def telemetry_rollups_process(*, limit: int = ROLLUP_QUEUE_CLAIM) -> int:
+    """Roll up the oldest queued batches (at most `limit`) and delete them from the queue, in one
+    transaction; returns how many batches. Queue rows another worker has claimed are skipped.
+
+    A bucket's row is written once per pass however many of the batches have readings in it (a
+    1 Hz device's minute once, not sixty times). Readers see the readings either queued or in the
+    roll-ups, never both nor neither (`iothub.telemetry.selectors`)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ROLLUP_LOCK])
+        cursor.execute(
+            "SELECT id, first_timestamp, last_timestamp FROM telemetry_rollup_queue "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            [limit],
+        )
+        claimed = cursor.fetchall()
+        if not claimed:
+            return 0
+        params = {
+            "claimed": [row[0] for row in claimed],
+            "first": min(row[1] for row in claimed),
+            "last": max(row[2] for row in claimed),
+        }
+        cursor.execute(rollup_upsert_sql(source=_QUEUED_READINGS), params)
+        cursor.execute("DELETE FROM telemetry_rollup_queue WHERE id = ANY(%(claimed)s)", params)
+        return len(claimed)

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from iothub.telemetry.services import ROLLUP_LOCK
+
 TABLE = "telemetry"
 TIME_COLUMN = "timestamp"
 GIN_INDEX = "idx_telemetry_payload_gin"
@@ -215,6 +217,10 @@ def telemetry_apply_retention(*, now=None) -> int:
     database's own retention policy is in charge.
     """
     cutoff = (now or timezone.now()) - retention_period()
+    with connection.cursor() as cursor:
+        # No roll-up pass meanwhile: one that read readings about to go would write their roll-ups
+        # after the trim. Passes after this transaction find those readings gone.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK])
     if timescale_enabled():
         done = 0
         if timescale_state().retention_policy is None:

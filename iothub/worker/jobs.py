@@ -20,6 +20,7 @@ from iothub.devices.services import devices_mark_inactive
 from iothub.machines.outbox import MachineCommandOutbox
 from iothub.notifications.delivery import DeliveryOutbox
 from iothub.outbox import Outbox
+from iothub.telemetry.services import telemetry_rollups_process
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class PeriodicJob:
                     logger.info("%s: another worker is running it; skipped", self.name)
                     return 0
             done = self.task()
-        logger.info("%s: %d", self.name, done)
+        # A task run every second that found nothing to do says so at DEBUG only.
+        logger.log(logging.INFO if done else logging.DEBUG, "%s: %d", self.name, done)
         return done
 
 
@@ -68,5 +70,10 @@ def periodic_jobs() -> list[PeriodicJob]:
             "telemetry_retention",
             every=timedelta(seconds=settings.IOTHUB_WORKER_RETENTION_CHECK_SECONDS),
             task=telemetry_apply_retention,
+        ),
+        PeriodicJob(
+            "telemetry_rollups",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_ROLLUP_SECONDS),
+            task=telemetry_rollups_process,
         ),
     ]

@@ -1,6 +1,7 @@
-"""Roll-ups: kept by ingest in the readings' transaction, trimmed by retention, and read by the
-aggregates, whose answers equal the raw computation exactly, whatever the order the readings came
-in (late ones, batches of many devices' readings) and whatever retention dropped.
+"""Roll-ups: queued by ingest in the readings' transaction, rolled up by the worker, trimmed by
+retention, and read by the aggregates, whose answers equal the raw computation exactly, whatever
+the order the readings came in (late ones, batches of many devices' readings), whatever retention
+dropped, and whatever the worker has rolled up yet (queue full, partly drained, drained).
 
 The reference is the aggregate as it was computed before roll-ups existed: `avg`, `min`, `max`,
 `count`, `sum` of the raw readings in `numeric`, bucketed by `time_bucket`.
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from iothub.devices.services import device_create
 from iothub.ingest.services import telemetry_ingest
 from iothub.telemetry.selectors import AGGREGATES, BUCKET_ORIGIN, aggregate_pieces, telemetry_aggregate
-from iothub.telemetry.services import NewReading, telemetry_rollups_rebuild
+from iothub.telemetry.services import NewReading, telemetry_rollups_process, telemetry_rollups_rebuild
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +74,17 @@ def raw_aggregate(*, device_id, metric, bucket, start, end) -> list[tuple]:
         ]
 
 
+def queued_batches() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM telemetry_rollup_queue")
+        return cursor.fetchone()[0]
+
+
+def drain() -> None:
+    telemetry_rollups_process()
+    assert queued_batches() == 0
+
+
 def aggregate(**query) -> list[tuple]:
     return [(b.start, b.values) for b in telemetry_aggregate(**query, aggregates=AGGREGATES)]
 
@@ -122,18 +134,35 @@ queries = st.tuples(
 )
 
 
+def assert_aggregates_equal_raw(devices, asked) -> None:
+    for bucket, metric, one, other in asked:
+        if one == other:
+            continue
+        start, end = min(one, other), max(one, other)
+        for device in devices:
+            query = {"device_id": device.id, "metric": metric, "bucket": bucket, "start": start, "end": end}
+            assert aggregate(**query) == raw_aggregate(**query)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     before=st.lists(batches, min_size=1, max_size=5),
+    rolled_before=st.integers(0, 5),
     retention_at=st.one_of(st.none(), st.integers(0, 21)),
     after=st.lists(batches, max_size=3),
+    rolled_after=st.integers(1, 7),
     asked=st.lists(queries, min_size=1, max_size=6),
 )
-def test_aggregates_from_rollups_equal_the_raw_computation(devices, before, retention_at, after, asked, settings):
+def test_aggregates_from_rollups_equal_the_raw_computation(
+    devices, before, rolled_before, retention_at, after, rolled_after, asked, settings
+):
     settings.IOTHUB_TELEMETRY_RETENTION_DAYS = 30
     with transaction.atomic():
         for index, batch in before:
             store(devices[index], batch)
+        assert queued_batches() == len(before)
+        # The worker rolls up the oldest batches (maybe none) before retention and the late ones.
+        telemetry_rollups_process(limit=rolled_before)
         if retention_at is not None:
             with connection.cursor() as cursor:
                 # The deferred foreign-key checks of these rows are owed at commit; a chunk with
@@ -143,21 +172,99 @@ def test_aggregates_from_rollups_equal_the_raw_computation(devices, before, rete
         for index, batch in after:  # late readings, below the retention cutoff too
             store(devices[index], batch)
 
+        # Queued readings counted where the worker has not rolled them up yet...
+        assert_aggregates_equal_raw(devices, asked)
+        # ...and not again once it has, after a pass or two (batches of retained and dropped readings).
+        telemetry_rollups_process(limit=rolled_after)
+        assert_aggregates_equal_raw(devices, asked)
+        drain()
         assert mismatched_rollups() == 0
-        for bucket, metric, one, other in asked:
-            if one == other:
-                continue
-            start, end = min(one, other), max(one, other)
-            for device in devices:
-                query = {"device_id": device.id, "metric": metric, "bucket": bucket, "start": start, "end": end}
-                assert aggregate(**query) == raw_aggregate(**query)
+        assert_aggregates_equal_raw(devices, asked)
         transaction.set_rollback(True)
+
+
+def test_readings_are_counted_from_the_queue_until_the_worker_rolls_them_up(devices):
+    store(devices[0], [(BASE + timedelta(seconds=s), {"vibration": s}) for s in (5, 10, 3700)])
+    query = {
+        "device_id": devices[0].id,
+        "metric": "vibration",
+        "bucket": timedelta(hours=1),
+        "start": BASE,
+        "end": BASE + timedelta(hours=2),
+    }
+    expected = [
+        (BASE, {"avg": 7.5, "min": 5.0, "max": 10.0, "count": 2, "sum": 15.0}),
+        (BASE + timedelta(hours=1), {"avg": 3700.0, "min": 3700.0, "max": 3700.0, "count": 1, "sum": 3700.0}),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM telemetry_rollups")
+        assert cursor.fetchone()[0] == 0  # nothing rolled up on the request path
+    assert queued_batches() == 1
+    assert aggregate(**query) == expected
+
+    assert telemetry_rollups_process() == 1
+
+    assert queued_batches() == 0
+    assert aggregate(**query) == expected
+    assert mismatched_rollups() == 0
+
+
+def test_the_worker_rolls_up_many_batches_into_one_write_per_bucket(devices):
+    for second in range(5):
+        store(devices[0], [(BASE + timedelta(seconds=second), {"vibration": second})])
+    assert queued_batches() == 5
+
+    assert telemetry_rollups_process(limit=3) == 3  # the oldest first
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT bucket_seconds, count, sum FROM telemetry_rollups ORDER BY 1")
+        assert cursor.fetchall() == [(60, 3, Decimal(3)), (3600, 3, Decimal(3))]
+    drain()
+    assert mismatched_rollups() == 0
+
+
+def test_queued_readings_that_retention_dropped_are_not_found(devices, settings):
+    settings.IOTHUB_TELEMETRY_RETENTION_DAYS = 30
+    store(devices[0], [(BASE + timedelta(days=1), {"vibration": 1})])
+    store(devices[0], [(BASE + timedelta(days=15), {"vibration": 2})])
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    telemetry_apply_retention(now=BASE + timedelta(days=40.5))
+
+    drain()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT bucket::date FROM telemetry_rollups ORDER BY 1")
+        assert [row[0] for row in cursor] == [(BASE + timedelta(days=15)).date()]
+    assert mismatched_rollups() == 0
+
+
+def test_rebuild_leaves_the_queued_readings_to_the_worker(devices):
+    store(devices[0], [(BASE, {"vibration": 1})])
+    drain()
+    store(devices[0], [(BASE + timedelta(seconds=1), {"vibration": 2})])  # queued
+
+    telemetry_rollups_rebuild(device_id=devices[0].id)
+
+    assert mismatched_rollups() == 2  # the queued reading is not in the minute nor the hour yet
+    query = {"device_id": devices[0].id, "metric": "vibration", "bucket": timedelta(hours=1)}
+    assert aggregate(**query, start=BASE, end=BASE + timedelta(hours=1)) == [
+        (BASE, {"avg": 1.5, "min": 1.0, "max": 2.0, "count": 2, "sum": 3.0})
+    ]
+    drain()
+    assert mismatched_rollups() == 0
+
+
+def test_without_rollups_ingest_queues_nothing(devices, settings):
+    settings.IOTHUB_TELEMETRY_ROLLUPS = False
+    store(devices[0], [(BASE, {"vibration": 1})])
+    assert queued_batches() == 0
 
 
 def test_a_batch_of_many_buckets_and_devices_adds_to_the_rollups_it_touches(devices):
     store(devices[0], [(BASE + timedelta(seconds=s), {"vibration": s}) for s in (5, 10, 70)])
     store(devices[1], [(BASE + timedelta(seconds=20), {"vibration": 1.5})])
     store(devices[0], [(BASE + timedelta(seconds=1), {"vibration": -2})])  # late: earlier than the others
+    drain()
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -202,6 +309,7 @@ def test_a_bucket_that_no_rollup_divides_is_read_from_raw_readings():
 def test_retention_drops_the_rollups_of_the_dropped_chunks_only(devices, settings):
     settings.IOTHUB_TELEMETRY_RETENTION_DAYS = 30
     store(devices[0], [(BASE + timedelta(days=d), {"vibration": d}) for d in (1, 8, 15)])
+    drain()
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
@@ -216,6 +324,7 @@ def test_retention_drops_the_rollups_of_the_dropped_chunks_only(devices, setting
 
 def test_rebuild_counts_readings_written_in_sql(devices):
     store(devices[0], [(BASE, {"vibration": 1})])
+    drain()
     with connection.cursor() as cursor:
         cursor.execute(
             'INSERT INTO telemetry (device_id, "timestamp", payload) VALUES (%s, %s, %s)',
@@ -230,6 +339,7 @@ def test_rebuild_counts_readings_written_in_sql(devices):
 
 def test_deleting_a_device_deletes_its_rollups(devices):
     store(devices[0], [(BASE, {"vibration": 1})])
+    drain()
     devices[0].delete()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM telemetry_rollups")

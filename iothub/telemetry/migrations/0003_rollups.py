@@ -5,13 +5,6 @@ import iothub.telemetry.models
 from django.db import migrations, models
 
 
-def rollups_build(apps, schema_editor):
-    """The roll-ups of the readings stored before this migration."""
-    from iothub.telemetry.services import telemetry_rollups_rebuild
-
-    telemetry_rollups_rebuild()
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -54,5 +47,5 @@ class Migration(migrations.Migration):
             "ALTER TABLE telemetry_rollups SET (fillfactor = 70)",
             "ALTER TABLE telemetry_rollups RESET (fillfactor)",
         ),
-        migrations.RunPython(rollups_build, migrations.RunPython.noop),
+        # The roll-ups of the readings already stored are built by 0004, once the queue exists.
     ]
