@@ -155,6 +155,51 @@ def start_hub(env: dict, *, port: int, workers: int | None, threads: int | None)
     raise SystemExit("the hub did not start; see var/bench-gunicorn.log")
 
 
+def start_worker(env: dict) -> subprocess.Popen:
+    """`manage.py run_worker`, which rolls up the readings ingest queues (every second)."""
+    log = open(ROOT / "var" / "bench-worker.log", "w")  # noqa: SIM115 - lives as long as the worker
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+class QueueWatch:
+    """Samples the roll-up queue twice a second: its largest size (batches, readings) and the age
+    of its oldest batch, i.e. how far the worker's roll-ups lag behind ingest."""
+
+    def __init__(self, database_url: str) -> None:
+        import threading
+
+        self.database_url = database_url
+        self.batches = self.readings = 0
+        self.age = 0.0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> tuple[int, int, float]:
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            return connection.execute(
+                "SELECT count(*), coalesce(sum(cardinality(telemetry_ids)), 0), "
+                "coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float FROM telemetry_rollup_queue"
+            ).fetchone()
+
+    def watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            batches, readings, age = self.sample()
+            self.batches, self.readings = max(self.batches, batches), max(self.readings, readings)
+            self.age = max(self.age, age)
+
+    def drained(self, timeout: float = 300) -> float:
+        """Stop sampling; wait for the worker to empty the queue; how long that took."""
+        self.stopping.set()
+        self.thread.join()
+        started = time.perf_counter()
+        while self.sample()[0] and time.perf_counter() - started < timeout:
+            time.sleep(0.1)
+        return time.perf_counter() - started
+
+
 # --- The physical limit ----------------------------------------------------------------------------
 
 
@@ -315,6 +360,8 @@ def main() -> None:
     ]
 
     hub = start_hub(env, port=port, workers=args.workers, threads=args.threads)
+    worker = start_worker(env)  # it rolls up what ingest queues, on the same two cores
+    watch = QueueWatch(database_url)
     print(f"hub: gunicorn -c gunicorn.conf.py, {args.workers or 'default'} processes, on {hub.url}", flush=True)
     print()
     acknowledged = 0
@@ -374,6 +421,12 @@ def main() -> None:
         stored = telemetry_count(database_url) - before
     finally:
         hub.stop()
+    drain = watch.drained()
+    print(
+        f"     roll-up queue at most {watch.batches} batches, {watch.readings} readings, oldest {watch.age:.1f} s; "
+        f"empty {drain:.1f} s after the load",
+        flush=True,
+    )
 
     if args.rollups_off:
         # The same hub without roll-ups (neither written nor read), on the same table, just after.
@@ -395,6 +448,8 @@ def main() -> None:
         print(f"     roll-ups on / off: (a) {ratio_a:.2f}, (b) {ratio_b:.2f}", flush=True)
         if off_stored != a_off.rows + b_off.rows:
             raise SystemExit(f"roll-ups off: acknowledged {a_off.rows + b_off.rows}, found {off_stored}")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
 
     c_one = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=1)
     c_two = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=2)
