@@ -15,7 +15,10 @@ of:
   - aggregate 1 h / 30 d and 1 d / 365 d through the API (DRF's view in this process, a user's
     token), the range ending now (so its edges are open: minutes and raw readings are read there);
   - the same queries as raw SQL aggregation (the pre-roll-up statement) and the ratio;
-  - the dashboard's 30-day view: its three aggregate calls (one per metric), one after the other.
+  - the dashboard's 30-day view: its three aggregate calls (one per metric), one after the other;
+  - the two aggregates again with the worker behind (`--queued-minutes`, 1, 10 and 60 by default):
+    the device's last minutes queued for roll-up, one batch per reading, which the aggregates read
+    from the queue; then how long the worker takes to roll them up.
 
 The older readings (beyond the 1 Hz days) are one a minute: the 1 d / 365 d answer reads the same
 hourly roll-ups either way; only its open edge at the start holds fewer raw readings.
@@ -131,7 +134,7 @@ def measure(args) -> None:
 
     django.setup()
     from django.contrib.auth.models import User
-    from django.db import connection
+    from django.db import connection, transaction
     from django.utils import timezone
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
@@ -193,6 +196,30 @@ def measure(args) -> None:
         f"< 300 ms: {'OK' if p50 < 300 else 'MISSED'}"
     )
 
+    # The worker behind: the device's last minutes queued, one batch per reading (a 1 Hz device
+    # sending single messages), and their roll-ups rebuilt without them (the rebuild leaves queued
+    # readings out), so that the answers stay exact while the aggregates read them from the queue.
+    from iothub.telemetry.services import telemetry_rollups_process, telemetry_rollups_rebuild
+
+    for minutes in args.queued_minutes:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO telemetry_rollup_queue (telemetry_ids, device_ids, first_timestamp, last_timestamp) "
+                'SELECT ARRAY[id], ARRAY[device_id], "timestamp", "timestamp" FROM telemetry '
+                'WHERE device_id = %s AND "timestamp" >= %s ORDER BY "timestamp"',
+                [device.id, now - timedelta(minutes=minutes)],
+            )
+            queued = cursor.rowcount
+        with transaction.atomic():
+            telemetry_rollups_rebuild(device_id=device.id, start=now - timedelta(minutes=minutes), end=now)
+        for label, days, bucket in [("1 h / 30 d", min(30, args.days), "1h"), ("1 d / 365 d", args.year_days, "1d")]:
+            p50, p99 = percentiles(timed(lambda d=days, b=bucket: api("vibration", d, b), args.repeat))
+            print(f"{f'aggregate {label}, {queued} batches queued':<36} {p50:7.1f}ms {p99:7.1f}ms", flush=True)
+        started = time.perf_counter()
+        while telemetry_rollups_process():
+            pass
+        print(f"     the worker rolled them up in {(time.perf_counter() - started) * 1000:.0f} ms", flush=True)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -200,6 +227,12 @@ def main() -> None:
     parser.add_argument("--year-days", type=int, default=365, help="days covered in all (older: one a minute)")
     parser.add_argument("--repeat", type=int, default=30, help="samples of each API query")
     parser.add_argument("--raw-repeat", type=int, default=3, help="samples of each raw SQL aggregation")
+    parser.add_argument(
+        "--queued-minutes",
+        type=lambda text: [int(m) for m in text.split(",")],
+        default=[1, 10, 60],
+        help="then again with the device's last minutes queued for the worker (comma-separated)",
+    )
     parser.add_argument("--keep", action="store_true", help="reuse the database of a previous run")
     args = parser.parse_args()
 
