@@ -119,6 +119,7 @@ _INSERT_QUEUED_SQL = f"""
 WITH {_STORED_CTE}, queued AS (
     INSERT INTO telemetry_rollup_queue (telemetry_ids, device_ids, first_timestamp, last_timestamp)
     SELECT array_agg(id), array_agg(DISTINCT device_id), min("timestamp"), max("timestamp") FROM stored
+    HAVING count(*) > 0  -- a batch of replays only stores nothing, and queues nothing
 )
 SELECT id FROM stored
 """  # noqa: S608 (constants only)

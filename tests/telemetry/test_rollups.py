@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from iothub.devices.services import device_create
 from iothub.ingest.services import telemetry_ingest
 from iothub.telemetry.selectors import AGGREGATES, BUCKET_ORIGIN, aggregate_pieces, telemetry_aggregate
-from iothub.telemetry.services import NewReading, telemetry_rollups_process, telemetry_rollups_rebuild
+from iothub.telemetry.services import (
+    NewReading,
+    telemetry_insert,
+    telemetry_rollups_process,
+    telemetry_rollups_rebuild,
+)
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 pytestmark = pytest.mark.django_db
@@ -252,6 +257,11 @@ def test_rebuild_leaves_the_queued_readings_to_the_worker(devices):
     ]
     drain()
     assert mismatched_rollups() == 0
+
+
+def test_an_empty_batch_queues_nothing():
+    assert telemetry_insert(rows=[]) == []  # what a batch of idempotent replays stores
+    assert queued_batches() == 0
 
 
 def test_without_rollups_ingest_queues_nothing(devices, settings):
