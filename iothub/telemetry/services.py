@@ -177,9 +177,10 @@ def telemetry_rollups_rebuild(
     """Compute the roll-ups again from the readings, for one device or all, over [start, end)
     widened to whole hours (all of time by default); returns the number of roll-up rows written.
 
-    Ingest keeps the roll-ups current; this is for rows the hub did not write (SQL written
-    directly, a restore) and for turning IOTHUB_TELEMETRY_ROLLUPS on again. Inside a transaction
-    (the command's), readers see the old roll-ups or the new ones, never a mix."""
+    Ingest's queue and the worker keep the roll-ups current; this is for rows the hub did not
+    write (SQL written directly, a restore) and for turning IOTHUB_TELEMETRY_ROLLUPS on again.
+    Readings still queued are left to the worker. Inside a transaction (required: the command's),
+    readers see the old roll-ups or the new ones, never a mix."""
     params = {"device_id": device_id, "start": start, "end": end, "origin": BUCKET_ORIGIN}
     bounds = {"device_id": device_id, "start": start, "end": end}
     with connection.cursor() as cursor:
