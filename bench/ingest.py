@@ -47,7 +47,8 @@ import loadgen
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "iothub_bench"
+# Its own name per checkout when several benchmark on one server: IOTHUB_BENCH_DB.
+BENCH_DB = os.environ.get("IOTHUB_BENCH_DB", "iothub_bench")
 
 
 # --- Setup -----------------------------------------------------------------------------------------
@@ -156,6 +157,51 @@ def start_hub(env: dict, *, port: int, workers: int | None, threads: int | None)
             time.sleep(0.3)
     process.kill()
     raise SystemExit("the hub did not start; see var/bench-gunicorn.log")
+
+
+def start_worker(env: dict) -> subprocess.Popen:
+    """`manage.py run_worker`, which rolls up the readings ingest queues (every second)."""
+    log = open(ROOT / "var" / "bench-worker.log", "w")  # noqa: SIM115 - lives as long as the worker
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+class QueueWatch:
+    """Samples the roll-up queue twice a second: its largest size (batches, readings) and the age
+    of its oldest batch, i.e. how far the worker's roll-ups lag behind ingest."""
+
+    def __init__(self, database_url: str) -> None:
+        import threading
+
+        self.database_url = database_url
+        self.batches = self.readings = 0
+        self.age = 0.0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> tuple[int, int, float]:
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            return connection.execute(
+                "SELECT count(*), coalesce(sum(cardinality(telemetry_ids)), 0), "
+                "coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float FROM telemetry_rollup_queue"
+            ).fetchone()
+
+    def watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            batches, readings, age = self.sample()
+            self.batches, self.readings = max(self.batches, batches), max(self.readings, readings)
+            self.age = max(self.age, age)
+
+    def drained(self, timeout: float = 300) -> float:
+        """Stop sampling; wait for the worker to empty the queue; how long that took."""
+        self.stopping.set()
+        self.thread.join()
+        started = time.perf_counter()
+        while self.sample()[0] and time.perf_counter() - started < timeout:
+            time.sleep(0.1)
+        return time.perf_counter() - started
 
 
 # --- The physical limit ----------------------------------------------------------------------------
@@ -296,6 +342,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--workers", type=int, help="hub processes (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, help="Django threads per process (default: gunicorn.conf.py's)")
+    parser.add_argument(
+        "--rollups-off",
+        action="store_true",
+        help="then (a) and (b) again with IOTHUB_TELEMETRY_ROLLUPS off, and the ratios on/off",
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/iothub")
@@ -330,6 +381,8 @@ def main() -> None:
     ]
 
     hub = start_hub(env, port=port, workers=args.workers, threads=args.threads)
+    worker = start_worker(env)  # it rolls up what ingest queues, on the same two cores
+    watch = QueueWatch(database_url)
     print(f"hub: gunicorn -c gunicorn.conf.py, {args.workers or 'default'} processes, on {hub.url}", flush=True)
     print()
     acknowledged = 0
@@ -390,6 +443,35 @@ def main() -> None:
         stored = telemetry_count(database_url) - before
     finally:
         hub.stop()
+    drain = watch.drained()
+    print(
+        f"     roll-up queue at most {watch.batches} batches, {watch.readings} readings, oldest {watch.age:.1f} s; "
+        f"empty {drain:.1f} s after the load",
+        flush=True,
+    )
+
+    if args.rollups_off:
+        # The same hub without roll-ups (neither written nor read), on the same table, just after.
+        hub = start_hub(
+            {**env, "IOTHUB_TELEMETRY_ROLLUPS": "false"}, port=port, workers=args.workers, threads=args.threads
+        )
+        try:
+            loadgen.run(host, port, singles, seconds=3, clients=16)
+            off_before = telemetry_count(database_url)
+            clients = args.clients[0]
+            a_off = loadgen.run(host, port, singles, seconds=args.seconds, clients=clients, processes=args.generators)
+            b_off = loadgen.run(host, port, batches, seconds=args.seconds, clients=args.batch_clients)
+            off_stored = telemetry_count(database_url) - off_before
+        finally:
+            hub.stop()
+        print(line(f"(a)  roll-ups off, {clients} clients", a_off), flush=True)
+        print(line(f"(b)  roll-ups off, batches of {args.batch_size}", b_off, "rows/s"), flush=True)
+        ratio_a, ratio_b = closed[clients].rate() / a_off.rate(), b.rate() / b_off.rate()
+        print(f"     roll-ups on / off: (a) {ratio_a:.2f}, (b) {ratio_b:.2f}", flush=True)
+        if off_stored != a_off.rows + b_off.rows:
+            raise SystemExit(f"roll-ups off: acknowledged {a_off.rows + b_off.rows}, found {off_stored}")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
 
     c_one = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=1)
     c_two = copy_limit(database_url, serials, rows=max(b.rows, 50_000) // 2, streams=2)

@@ -308,6 +308,11 @@ IOTHUB_TELEMETRY_RETENTION_DAYS = env_int("IOTHUB_TELEMETRY_RETENTION_DAYS", 365
 # A telemetry chunk whose time range ended this long ago is closed: the worker rewrites it once in
 # (device_id, timestamp) order (docs/timescaledb.md, "Device-ordered chunks").
 IOTHUB_TELEMETRY_REORDER_AFTER_HOURS = env_int("IOTHUB_TELEMETRY_REORDER_AFTER_HOURS", 24, minimum=0)
+# Roll-ups of telemetry per device, metric and minute/hour: each ingest batch queued in the
+# readings' transaction, rolled up by the worker, read by aggregates (docs/telemetry.md). Off:
+# neither kept nor read (for benchmarks); turning them on again needs `manage.py
+# telemetry_rollups_rebuild`.
+IOTHUB_TELEMETRY_ROLLUPS = env_bool("IOTHUB_TELEMETRY_ROLLUPS", True)
 # A reading older than the retention period would be dropped at once: refuse it instead.
 IOTHUB_INGEST_MAX_AGE = timedelta(days=IOTHUB_TELEMETRY_RETENTION_DAYS)
 # How long the answer to a request sent with an Idempotency-Key is kept for its retries.
@@ -434,6 +439,8 @@ IOTHUB_WORKER_REORDER_CHECK_SECONDS = env_int("IOTHUB_WORKER_REORDER_CHECK_SECON
 # How often the worker looks for silent nodata rules and for due reminders and escalations
 # (docs/rules.md): an alarm is at most this late.
 IOTHUB_WORKER_ALARM_CHECK_SECONDS = env_int("IOTHUB_WORKER_ALARM_CHECK_SECONDS", 15, minimum=1)
+# How often the worker rolls up the readings ingest queued (docs/telemetry.md, "Roll-ups").
+IOTHUB_WORKER_ROLLUP_SECONDS = env_int("IOTHUB_WORKER_ROLLUP_SECONDS", 1, minimum=1)
 
 # ------------------------------------------------------------------------------------------------
 # The dashboard (docs/dashboard.md)

@@ -11,7 +11,8 @@ One batch, one transaction (group commit), in this order:
 3. the idempotency keys of the requests that carry one, claimed (a key already answered replays
    that answer, and its request writes nothing); likewise the MQTT deliveries (a redelivery of a
    message already stored is answered as stored, and writes nothing);
-4. the readings, one INSERT for the whole batch (the telemetry app's);
+4. the readings, one INSERT for the whole batch (the telemetry app's), which also upserts their
+   roll-up rows after them, sorted by key;
 5. the devices' rows, locked in id order, then updated (the devices app's);
 6. the states of the stateful rules the readings concern (`rule_states`), locked in rule id order
    in one statement; then the rules of each device that a reading may trigger or that keep a

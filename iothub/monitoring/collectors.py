@@ -9,7 +9,9 @@ reads, not one query per request. Each query below reads an index prefix or a sm
 - open events by severity: `idx_event_status_time` (status first);
 - deliveries pending and failed by channel, and the oldest due one: `idx_notification_delivery_queue`
   (status first), pending and failed rows only (sent ones, the bulk, are never counted);
-- telemetry chunks by state: TimescaleDB's catalog of the hypertable's chunks (one per week).
+- telemetry chunks by state: TimescaleDB's catalog of the hypertable's chunks (one per week);
+- the roll-up queue's batches, readings and oldest batch: the queue holds the last second or so of
+  ingest while the worker runs.
 
 When the database does not answer, `/metrics` still answers with the counters, and
 `iothub_database_up` is 0.
@@ -66,6 +68,11 @@ class HubStateCollector:
             events = dict(cursor.fetchall())
             cursor.execute(_DELIVERIES_SQL)
             deliveries = cursor.fetchall()
+            cursor.execute(
+                "SELECT count(*), coalesce(sum(cardinality(telemetry_ids)), 0), "
+                "coalesce(extract(epoch FROM now() - min(queued_at)), 0) FROM telemetry_rollup_queue"
+            )
+            rollup_batches, rollup_readings, rollup_age = cursor.fetchone()
         chunks = chunk_order_counts()
 
         device_family = GaugeMetricFamily("iothub_devices", "Devices by status.", labels=["status"])
@@ -112,4 +119,29 @@ class HubStateCollector:
         )
         for state, count in chunks.items():
             chunk_family.add_metric([state], count)
-        return [device_family, event_family, queue, failed, age, chunk_family]
+
+        rollup_queue = GaugeMetricFamily(
+            "iothub_telemetry_rollup_queue_readings",
+            "Readings stored but not yet rolled up by the worker (answers stay exact; reads get slower).",
+        )
+        rollup_queue.add_metric([], rollup_readings)
+        rollup_batches_family = GaugeMetricFamily(
+            "iothub_telemetry_rollup_queue_batches", "Ingest batches waiting in the roll-up queue."
+        )
+        rollup_batches_family.add_metric([], rollup_batches)
+        rollup_age_family = GaugeMetricFamily(
+            "iothub_telemetry_rollup_queue_oldest_age_seconds",
+            "How long the oldest batch has waited for the worker's roll-up (0 when the queue is empty).",
+        )
+        rollup_age_family.add_metric([], round(float(rollup_age), 3))
+        return [
+            device_family,
+            event_family,
+            queue,
+            failed,
+            age,
+            chunk_family,
+            rollup_queue,
+            rollup_batches_family,
+            rollup_age_family,
+        ]

@@ -8,6 +8,7 @@ sequence), which the initial migration creates.
 import json
 import math
 
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
@@ -56,3 +57,72 @@ class Telemetry(models.Model):
 
     def __str__(self) -> str:
         return f"telemetry {self.id} of device {self.device_id} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class NumericField(models.DecimalField):
+    """PostgreSQL's unconstrained `numeric`: any JSON number exactly, with its own scale, so that
+    sums of roll-ups are the sums of the readings digit for digit (and an average, sum over
+    count, is the one `avg` gives)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_digits", None)
+        kwargs.setdefault("decimal_places", None)
+        super().__init__(*args, **kwargs)
+
+    def check(self, **kwargs):
+        # DecimalField's checks ask for a precision and scale, which `numeric` here has not.
+        return models.Field.check(self, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+
+class TelemetryRollup(models.Model):
+    """One device's readings of one metric within one bucket (a minute or an hour, aligned on the
+    aggregates' origin): how many, their sum, smallest, largest, and the last one (by timestamp,
+    then telemetry id). Written by ingest in the readings' transaction
+    (`iothub.telemetry.services`), trimmed by retention, read by the aggregates
+    (`iothub.telemetry.selectors`). Not a table of the spec: docs/schema.md."""
+
+    pk = models.CompositePrimaryKey("device_id", "metric", "bucket_seconds", "bucket")
+    # The database cascades a device's deletion (ON DELETE CASCADE, added by the migration).
+    device = models.ForeignKey(
+        Device, on_delete=models.DO_NOTHING, db_index=False, db_constraint=False, related_name="+"
+    )
+    metric = models.CharField(max_length=64)
+    bucket_seconds = models.IntegerField()
+    bucket = models.DateTimeField()
+    count = models.BigIntegerField()
+    sum = NumericField()
+    min = NumericField()
+    max = NumericField()
+    last = NumericField()
+    last_timestamp = models.DateTimeField()
+    last_telemetry_id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "telemetry_rollups"
+
+    def __str__(self) -> str:
+        return f"{self.metric} of device {self.device_id}, {self.bucket_seconds} s from {self.bucket:%Y-%m-%d %H:%M}"
+
+
+class TelemetryRollupQueue(models.Model):
+    """A batch of readings stored by ingest and not rolled up yet: their telemetry ids, the
+    devices they belong to, and the span of their timestamps. Inserted by ingest in the readings'
+    statement, claimed, rolled up and deleted by the worker in one transaction
+    (`telemetry_rollups_process`); the aggregates add the readings still queued to the roll-ups
+    (`iothub.telemetry.selectors`). Not a table of the spec: docs/schema.md."""
+
+    id = models.BigAutoField(primary_key=True)
+    telemetry_ids = ArrayField(models.BigIntegerField())
+    device_ids = ArrayField(models.UUIDField())
+    first_timestamp = models.DateTimeField()
+    last_timestamp = models.DateTimeField()
+    queued_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "telemetry_rollup_queue"
+
+    def __str__(self) -> str:
+        return f"{len(self.telemetry_ids)} readings queued for roll-up at {self.queued_at:%Y-%m-%d %H:%M:%S}"

@@ -11,11 +11,13 @@ Three situations, each handled and reported, none silently:
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+
+from iothub.telemetry.services import ROLLUP_LOCK
 
 TABLE = "telemetry"
 TIME_COLUMN = "timestamp"
@@ -258,18 +260,49 @@ def _ensure_retention_policy(state: TimescaleState, retention: timedelta) -> str
 
 
 def telemetry_apply_retention(*, now=None) -> int:
-    """Drop telemetry older than the retention period where no policy job does it.
+    """Drop telemetry older than the retention period where no policy job does it, and the
+    roll-ups of what is gone (wherever it went), in the caller's transaction.
 
     Returns the number of chunks dropped (hypertable) or rows deleted (plain table); 0 when the
     database's own retention policy is in charge.
     """
     cutoff = (now or timezone.now()) - retention_period()
+    with connection.cursor() as cursor:
+        # No roll-up pass meanwhile: one that read readings about to go would write their roll-ups
+        # after the trim. Passes after this transaction find those readings gone.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK])
     if timescale_enabled():
-        if timescale_state().retention_policy is not None:
-            return 0
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT drop_chunks(%s::regclass, older_than => %s)", [TABLE, cutoff])
-            return len(cursor.fetchall())
+        done = 0
+        if timescale_state().retention_policy is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT drop_chunks(%s::regclass, older_than => %s)", [TABLE, cutoff])
+                done = len(cursor.fetchall())
+        _rollups_trim(_oldest_chunk_start() or _hour_floor(cutoff))
+        return done
+    # Whole hours, so that no roll-up bucket is left half deleted: rows stay up to an hour longer.
+    cutoff = _hour_floor(cutoff)
     with connection.cursor() as cursor:
         cursor.execute('DELETE FROM telemetry WHERE "timestamp" < %s', [cutoff])
-        return cursor.rowcount
+        done = cursor.rowcount
+    _rollups_trim(cutoff)
+    return done
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _oldest_chunk_start() -> datetime | None:
+    """Where the oldest chunk left begins: no reading is older. Chunks begin on whole multiples of
+    their interval since 1970, so on whole hours, and a roll-up bucket lies in one chunk."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT min(range_start) FROM timescaledb_information.chunks WHERE hypertable_name = %s", [TABLE]
+        )
+        return cursor.fetchone()[0]
+
+
+def _rollups_trim(before: datetime) -> None:
+    """Delete the roll-ups of buckets before `before` (a whole hour): their readings are gone."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM telemetry_rollups WHERE bucket < %s", [before])

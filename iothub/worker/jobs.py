@@ -23,6 +23,7 @@ from iothub.notifications.delivery import DeliveryOutbox
 from iothub.notifications.services import event_follow_ups_send
 from iothub.outbox import Outbox
 from iothub.telemetry.chunks import telemetry_reorder_chunks
+from iothub.telemetry.services import telemetry_rollups_process
 from iothub.telemetry.timescale import telemetry_apply_retention
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class PeriodicJob:
                     logger.info("%s: another worker is running it; skipped", self.name)
                     return 0
             done = self.task()
-        logger.info("%s: %d", self.name, done)
+        # A task run every second that found nothing to do says so at DEBUG only.
+        logger.log(logging.INFO if done else logging.DEBUG, "%s: %d", self.name, done)
         return done
 
 
@@ -86,5 +88,10 @@ def periodic_jobs() -> list[PeriodicJob]:
             "telemetry_chunk_reorder",
             every=timedelta(seconds=settings.IOTHUB_WORKER_REORDER_CHECK_SECONDS),
             task=telemetry_reorder_chunks,
+        ),
+        PeriodicJob(
+            "telemetry_rollups",
+            every=timedelta(seconds=settings.IOTHUB_WORKER_ROLLUP_SECONDS),
+            task=telemetry_rollups_process,
         ),
     ]

@@ -11,9 +11,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from iothub.events.models import Event
+from iothub.ingest.services import telemetry_ingest
 from iothub.monitoring.logformat import HubJsonFormatter
 from iothub.notifications.models import NotificationDelivery, NotificationTemplate
 from iothub.rules.models import Rule
+from iothub.telemetry.services import NewReading, telemetry_rollups_process
 
 
 def scrape(text: str) -> dict[tuple[str, tuple], float]:
@@ -110,6 +112,29 @@ def test_database_gauges_follow_events_and_the_delivery_queue(device):
     # waiting for its retry is not due and does not count.
     age = value(samples, "iothub_notification_queue_oldest_due_age_seconds")
     assert 595 <= age <= 660, age
+
+
+@pytest.mark.django_db
+def test_the_rollup_queue_gauges_follow_the_queue(device):
+    stamp = timezone.now()
+    readings = [
+        NewReading(stamp - timedelta(seconds=s), {"version": "0.0.1", "metrics": {"vibration": 1}}) for s in (1, 2)
+    ]
+    telemetry_ingest(device=device, readings=readings)
+    telemetry_ingest(device=device, readings=readings[:1])
+
+    samples = scrape(Client().get("/metrics").content.decode())
+    assert value(samples, "iothub_telemetry_rollup_queue_batches") == 2
+    assert value(samples, "iothub_telemetry_rollup_queue_readings") == 3
+    # In the test's one transaction now() is its start, as the batches' queued_at.
+    assert 0 <= value(samples, "iothub_telemetry_rollup_queue_oldest_age_seconds") < 60
+
+    telemetry_rollups_process()
+
+    samples = scrape(Client().get("/metrics").content.decode())
+    assert value(samples, "iothub_telemetry_rollup_queue_batches") == 0
+    assert value(samples, "iothub_telemetry_rollup_queue_readings") == 0
+    assert value(samples, "iothub_telemetry_rollup_queue_oldest_age_seconds") == 0
 
 
 @pytest.mark.django_db

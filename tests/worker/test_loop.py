@@ -28,6 +28,7 @@ def test_the_hubs_outboxes_and_periodic_tasks(settings):
     assert jobs["device_inactivity"].every == timedelta(seconds=settings.IOTHUB_WORKER_INACTIVITY_CHECK_SECONDS)
     assert jobs["telemetry_retention"].every == timedelta(seconds=settings.IOTHUB_WORKER_RETENTION_CHECK_SECONDS)
     assert jobs["telemetry_chunk_reorder"].every == timedelta(seconds=settings.IOTHUB_WORKER_REORDER_CHECK_SECONDS)
+    assert jobs["telemetry_rollups"].every == timedelta(seconds=settings.IOTHUB_WORKER_ROLLUP_SECONDS)
 
 
 def test_a_periodic_task_runs_at_start_then_every_interval():
