@@ -67,13 +67,19 @@ def manage(*args: str, env: dict) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def prepare_database(base_url: str, env: dict, *, devices: int, name: str = BENCH_DB) -> list[tuple[str, str]]:
-    """A fresh bench database `name` with `devices` devices; returns (serial number, token) per device."""
+def fresh_database(base_url: str, name: str, env: dict) -> None:
+    """The scratch database `name` dropped and made again, migrated and set up (env's DATABASE_URL
+    names it)."""
     with psycopg.connect(admin_url(base_url), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
     manage("migrate", env=env)
     manage("setup_timescaledb", env=env)
+
+
+def prepare_database(base_url: str, env: dict, *, devices: int, name: str = BENCH_DB) -> list[tuple[str, str]]:
+    """A fresh bench database `name` with `devices` devices; returns (serial number, token) per device."""
+    fresh_database(base_url, name, env)
     script = f"""
 import json
 from decimal import Decimal

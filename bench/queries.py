@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
-from ingest import admin_url, hub_rss, manage, start_hub
+from ingest import fresh_database, hub_rss, manage, start_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "iothub_bench_queries"
@@ -71,11 +71,7 @@ def database_url(base_url: str, name: str) -> str:
 
 def build(base_url: str, name: str, env: dict, *, readings: int, devices: int, days: int, hz_days: float) -> None:
     url = database_url(base_url, name)
-    with psycopg.connect(admin_url(base_url), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    manage("migrate", env=env)
-    manage("setup_timescaledb", env=env)
+    fresh_database(base_url, name, env)
     script = f"""
 from decimal import Decimal
 from django.contrib.auth.models import User
