@@ -24,6 +24,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 
+def integrity_detail(exc: IntegrityError) -> str:
+    """PostgreSQL's detail of a refused write, naming the column and value ("Key (serial_number)=(X)
+    already exists."), or "" when it gave none."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return (diag.message_detail or "") if diag is not None else ""
+
+
 def exception_handler(exc, context):
     if isinstance(exc, (ProtectedError, RestrictedError)):
         counts = Counter(obj._meta for obj in getattr(exc, "protected_objects", ()))
@@ -34,11 +41,7 @@ def exception_handler(exc, context):
         set_rollback()
         return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, IntegrityError):
-        detail = "The change conflicts with existing data and was not saved."
-        # PostgreSQL's detail names the column and value, e.g. "Key (serial_number)=(X) already exists."
-        diag = getattr(exc.__cause__, "diag", None)
-        if diag is not None and diag.message_detail:
-            detail += f" {diag.message_detail}"
+        detail = f"The change conflicts with existing data and was not saved. {integrity_detail(exc)}".strip()
         set_rollback()
         return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DjangoValidationError):

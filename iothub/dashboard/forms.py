@@ -16,6 +16,7 @@ from django.db import IntegrityError
 from django.forms.utils import ErrorDict
 from rest_framework import serializers
 
+from iothub.api.errors import integrity_detail
 from iothub.api.notifications import NotificationTemplateSerializer
 from iothub.api.rules import RuleSerializer
 from iothub.notifications.models import NotificationTemplate
@@ -86,7 +87,7 @@ class SerializerValidatedForm(forms.ModelForm):
     def add_conflict(self, error: IntegrityError) -> None:
         """A save the database refused as conflicting with a row saved meanwhile, shown beside the
         field PostgreSQL's detail names ("Key (name)=(Ops email) already exists.")."""
-        detail = getattr(getattr(error.__cause__, "diag", None), "message_detail", None) or ""
+        detail = integrity_detail(error)
         column = _key_column(detail)
         message = f"It conflicts with a record saved meanwhile and was not saved. {detail}".strip()
         self.add_error(column if column in self.fields else None, message)
